@@ -1,0 +1,17 @@
+/* C hooks around a run: before_create may adjust the spec, after_run may rewrite the result
+ * message before it is published (the Lua postprocess hook is one of them). */
+#ifndef FAAS_HOOKS_H
+#define FAAS_HOOKS_H
+
+#include "runner.h"
+
+typedef struct {
+    const char *name;
+    /* 0 to go on; non-zero refuses the run (status error, reason "rejected", message). */
+    int (*before_create)(void *arg, runner_spec_t *spec, char *msg, size_t msglen);
+    /* `result_json` is a cJSON* object: the result message, modified in place. */
+    void (*after_run)(void *arg, void *result_json, const runner_spec_t *spec);
+    void *arg;
+} worker_hook_t;
+
+#endif
