@@ -29,7 +29,7 @@ all: bin/faas-api bin/faas-worker
 
 $(BUILD)/%.o: %.c $(wildcard core/*.h worker/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	@echo '  CC  $<'; $(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libfaascore.a: $(CORE_OBJ)
 	@mkdir -p $(dir $@); rm -f $@; if [ -n "$^" ]; then ar rcs $@ $^; else printf '!<arch>\n' > $@; fi

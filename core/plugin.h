@@ -32,6 +32,8 @@ typedef struct {
     const char *input;       /* execution input bytes */
     size_t input_len;
     const char *execution_id;
+    int64_t function_count;    /* the user's functions, -1 unknown */
+    int64_t active_executions; /* the user's queued/running executions, -1 unknown */
 } plugin_ctx_t;
 
 /* Loads and checks every enabled plugin once (name, version, priority, schema against conf)
