@@ -400,6 +400,24 @@ TEST("rejects a tampered signature")
     CHECK_INT(verify_str(t2), AUTH_EINVAL);
     char *t3 = xasprintf("%sAA", tok);
     CHECK_INT(verify_str(t3), AUTH_EINVAL);
+    /* the right MAC followed by one more byte (decodes cleanly to 33 bytes) */
+    unsigned char mac[33];
+    crypto_auth_hmacsha256_state st;
+    const char *d2 = strrchr(tok, '.');
+    crypto_auth_hmacsha256_init(&st, (const unsigned char *)SECRET, strlen(SECRET));
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)tok, (size_t)(d2 - tok));
+    crypto_auth_hmacsha256_final(&st, mac);
+    mac[32] = 0;
+    char *sig = b64url(mac, sizeof mac);
+    char *t4 = xasprintf("%.*s.%s", (int)(d2 - tok), tok, sig);
+    CHECK_INT(verify_str(t4), AUTH_EINVAL);
+    char *sig32 = b64url(mac, 32);
+    char *t5 = xasprintf("%.*s.%s", (int)(d2 - tok), tok, sig32);
+    CHECK_INT(verify_str(t5), AUTH_OK); /* control: the same MAC alone passes */
+    free(sig);
+    free(sig32);
+    free(t4);
+    free(t5);
     free(t1);
     free(t2);
     free(t3);
@@ -585,6 +603,11 @@ TEST("rejects a missing or invalid email claim")
     free(pl);
     pl = xasprintf("{\"sub\":\"%s\",\"userId\":\"%s\",\"email\":7,\"exp\":%lld,\"ver\":3}", UID,
                    UID, exp);
+    CHECK_INT(verify_json(HS256_HDR, pl), AUTH_EINVAL);
+    free(pl);
+    pl = xasprintf("{\"sub\":\"%s\",\"userId\":\"%s\",\"email\":\"not an email\",\"exp\":%lld,"
+                   "\"ver\":3}",
+                   UID, UID, exp);
     CHECK_INT(verify_json(HS256_HDR, pl), AUTH_EINVAL);
     free(pl);
 }
