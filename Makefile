@@ -12,9 +12,11 @@ DEPS_DEB := build-essential pkg-config liblua5.4-dev lua5.4 libmicrohttpd-dev li
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE \
+override CFLAGS += $(SAN)
+override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE \
            -Icore -Iworker $(PKG_CFLAGS)
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
+BIN     ?= bin
 
 CORE_SRC   := $(filter-out core/main_api.c,$(wildcard core/*.c))
 WORKER_SRC := $(filter-out worker/main_worker.c,$(wildcard worker/*.c))
@@ -25,7 +27,7 @@ UNIT_BIN   := $(UNIT_SRC:spec/unit/%.c=$(BUILD)/spec/%)
 PYTEST     := /usr/bin/python3 -m pytest
 
 .PHONY: all deps run test unit e2e asan install clean bench fuzz check-deps lint
-all: bin/faas-api bin/faas-worker
+all: $(BIN)/faas-api $(BIN)/faas-worker
 
 $(BUILD)/%.o: %.c $(wildcard core/*.h worker/*.h)
 	@mkdir -p $(dir $@)
@@ -36,12 +38,12 @@ $(BUILD)/libfaascore.a: $(CORE_OBJ)
 $(BUILD)/libfaasworker.a: $(WORKER_OBJ)
 	@mkdir -p $(dir $@); rm -f $@; if [ -n "$^" ]; then ar rcs $@ $^; else printf '!<arch>\n' > $@; fi
 
-bin/faas-api: $(BUILD)/core/main_api.o $(BUILD)/libfaascore.a
-	@mkdir -p bin
+$(BIN)/faas-api: $(BUILD)/core/main_api.o $(BUILD)/libfaascore.a
+	@mkdir -p $(BIN)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-bin/faas-worker: $(BUILD)/worker/main_worker.o $(BUILD)/libfaasworker.a $(BUILD)/libfaascore.a
-	@mkdir -p bin
+$(BIN)/faas-worker: $(BUILD)/worker/main_worker.o $(BUILD)/libfaasworker.a $(BUILD)/libfaascore.a
+	@mkdir -p $(BIN)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/spec/%: spec/unit/%.c spec/unit/t.h $(BUILD)/libfaasworker.a $(BUILD)/libfaascore.a
@@ -70,7 +72,8 @@ test: all $(UNIT_BIN)
 	@./scripts/test.sh $(UNIT_BIN)
 
 asan:
-	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
+	$(MAKE) BUILD=build-asan BIN=bin-asan CFLAGS="-O1 -g" \
+	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer" \
 	    LDFLAGS="-fsanitize=address,undefined" all
 
 bench: all
@@ -87,4 +90,4 @@ install: all
 	install -m 644 config.lua $(DESTDIR)$(PREFIX)/share/faas/config.lua
 
 clean:
-	rm -rf build build-asan bin
+	rm -rf build build-asan bin bin-asan
