@@ -677,12 +677,42 @@ TEST("lists executions newest first across pages with equal timestamps")
     CHECK_INT(sizes[3], 0);
     CHECK_INT(seen, 8);
 
+    /* without a function: every execution of the owner, still newest first */
+    store_execution_t *mine = NULL;
+    size_t m = 0;
+    CHECK_INT(S->ops->execution_list(S, u.id, "", 100, NULL, &mine, &m), STORE_OK);
+    CHECK_INT(m, 9);
+    for (size_t i = 0; mine && i + 1 < m; i++)
+        CHECK(cmp_newest_first(&mine[i], &mine[i + 1]) < 0);
+    store_execution_list_free(mine, m);
+
     /* another owner sees none of them */
     store_user_t other;
     make_user(&other, "page-other");
     store_execution_t *list = NULL;
     size_t n = 9;
     CHECK_INT(S->ops->execution_list(S, other.id, f.id, 10, NULL, &list, &n), STORE_OK);
+    CHECK_INT(n, 0);
+    store_execution_list_free(list, n);
+}
+
+TEST("rejects a pagination cursor the caller cannot see")
+{
+    store_user_t a, b;
+    make_user(&a, "cur-a");
+    make_user(&b, "cur-b");
+    store_function_t fa, fb;
+    make_function(&fa, a.id, "f");
+    make_function(&fb, b.id, "f");
+    store_execution_t ea, eb, *list = NULL;
+    make_execution(&ea, &fa, 0);
+    make_execution(&eb, &fb, 0);
+    size_t n = 0;
+    char ghost[ID_LEN + 1];
+    id_new(ghost);
+    CHECK_INT(S->ops->execution_list(S, a.id, fa.id, 10, ghost, &list, &n), STORE_EINVAL);
+    CHECK_INT(S->ops->execution_list(S, a.id, fa.id, 10, eb.id, &list, &n), STORE_EINVAL);
+    CHECK_INT(S->ops->execution_list(S, a.id, fa.id, 10, ea.id, &list, &n), STORE_OK);
     CHECK_INT(n, 0);
     store_execution_list_free(list, n);
 }
