@@ -100,7 +100,9 @@ typedef struct {
     int (*execution_get)(store_t *self, const char *owner, const char *id, store_execution_t *out);
     /* Newest first (created_at, then id descending), at most `limit`, strictly older than the
      * execution `cursor` (NULL/"" = from the newest). Results without stdout/stderr/result
-     * bodies (summaries). Caller frees with store_execution_list_free(). */
+     * bodies (summaries). Caller frees with store_execution_list_free(). `limit` is clamped
+     * to 1..100. A cursor that is not an execution `owner` can see: STORE_EINVAL.
+     * function_id NULL/"": every execution of `owner` (owner NULL too: everyone's). */
     int (*execution_list)(store_t *self, const char *owner, const char *function_id,
                           size_t limit, const char *cursor, store_execution_t **out, size_t *n);
     /* Executions of `owner` in a non-final state (queued/running). */
@@ -130,6 +132,14 @@ void store_execution_list_free(store_execution_t *list, size_t n);
 
 /* true for succeeded/failed/timed_out/error */
 bool store_status_final(const char *status);
+/* true for queued/running and the final statuses above */
+bool store_status_valid(const char *status);
+
+/* The key under which drivers compare e-mail addresses: `email` lower-cased (ASCII, Latin-1,
+ * Latin Extended-A, Greek, Cyrillic; bytes that are not UTF-8 are kept) into `out` (`cap`
+ * bytes). Every driver must use it so "A@x.io" and "a@x.io" are one user everywhere.
+ * Returns 0, or -1 when it does not fit. */
+int store_email_fold(const char *email, char *out, size_t cap);
 
 /* Human text for a STORE_* code. */
 const char *store_strerror(int code);
