@@ -28,6 +28,8 @@ typedef struct {
     const char *pull_policy;  /* never | if-missing | always */
     const unsigned char *input;
     size_t input_len;
+    int attempt;              /* delivery attempt (>= 1) names the container
+                               * "faas-<execution_id>-<attempt>"; 0 = a random suffix */
 } runner_spec_t;
 
 typedef struct {
