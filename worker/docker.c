@@ -391,6 +391,27 @@ int docker_container_inspect_state(docker_t *d, const char *id, bool *oom_killed
     return rc;
 }
 
+int docker_container_pids(docker_t *d, const char *id, int64_t *current, int64_t *limit)
+{
+    int rc = container_call(d, "GET", id, "/stats?stream=false&one-shot=true");
+    if (rc != DOCKER_OK)
+        return rc;
+    cJSON *j = cJSON_ParseWithLength(d->body.data ? d->body.data : "", d->body.len);
+    const cJSON *ps = cJSON_GetObjectItemCaseSensitive(j, "pids_stats");
+    const cJSON *cur = cJSON_GetObjectItemCaseSensitive(ps, "current");
+    const cJSON *lim = cJSON_GetObjectItemCaseSensitive(ps, "limit");
+    if (!cJSON_IsNumber(cur)) {
+        rc = DOCKER_EINVAL;
+    } else {
+        if (current)
+            *current = (int64_t)cur->valuedouble;
+        if (limit)
+            *limit = cJSON_IsNumber(lim) ? (int64_t)lim->valuedouble : 0;
+    }
+    cJSON_Delete(j);
+    return rc;
+}
+
 const char *docker_last_error(const docker_t *d)
 {
     return d->last_err;

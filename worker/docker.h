@@ -41,6 +41,9 @@ int docker_container_remove(docker_t *d, const char *id, bool force);
 /* GET /containers/{id}/json: State.OOMKilled and State.ExitCode. */
 int docker_container_inspect_state(docker_t *d, const char *id, bool *oom_killed,
                                    int *exit_code);
+/* GET /containers/{id}/stats?stream=false&one-shot=true: the cgroup's pids_stats (current
+ * number of tasks and the limit; limit 0 when unlimited). */
+int docker_container_pids(docker_t *d, const char *id, int64_t *current, int64_t *limit);
 /* Ids of containers with a label filter like "faas.managed=true" (all states); several
  * filters separated by ',' ("faas.managed=true,faas.worker=w1") must all match. Caller
  * frees the array and each string. */

@@ -234,6 +234,16 @@ static void cap_append(sink_t *s, buf_t *b, const unsigned char *p, size_t len)
 {
     size_t room = b->len < s->limit ? s->limit - b->len : 0;
     size_t take = len < room ? len : room;
+    if (take && b->len + take + 1 > b->cap) {
+        /* Grow geometrically but never past the cap (+ the NUL buf_t keeps). */
+        size_t cap = b->cap ? b->cap * 2 : 4096;
+        if (cap < b->len + take + 1)
+            cap = b->len + take + 1;
+        if (cap > s->limit + 1)
+            cap = s->limit + 1;
+        b->data = xrealloc(b->data, cap);
+        b->cap = cap;
+    }
     if (take)
         buf_append(b, p, take);
     if (take < len)
@@ -501,6 +511,10 @@ void runner_run(docker_t *d, const char *socket_path, const char *api,
         str_copy(res->reason, sizeof res->reason, "output_truncated");
 
 done:
+    /* Callers may read the buffers as strings even when nothing was written. */
+    buf_append(&res->out, "", 0);
+    buf_append(&res->err, "", 0);
+    buf_append(&res->result, "", 0);
     if (afd >= 0)
         close(afd);
     if (wfd >= 0)
