@@ -470,8 +470,8 @@ int docker_container_list_labels(docker_t *d, const char *label, const char *key
         if (!cJSON_IsString(v) || k >= cap)
             continue;
         if (vals) {
-            const cJSON *labels = cJSON_GetObjectItemCaseSensitive(c, "Labels");
-            const cJSON *lv = key ? cJSON_GetObjectItemCaseSensitive(labels, key) : NULL;
+            const cJSON *have = cJSON_GetObjectItemCaseSensitive(c, "Labels");
+            const cJSON *lv = key ? cJSON_GetObjectItemCaseSensitive(have, key) : NULL;
             vals[k] = xstrdup(cJSON_IsString(lv) ? lv->valuestring : "");
         }
         out[k++] = xstrdup(v->valuestring);

@@ -246,7 +246,7 @@ static void cap_append(sink_t *s, buf_t *b, const unsigned char *p, size_t len)
     }
     if (take)
         buf_append(b, p, take);
-    if (take < len)
+    if (room < len)
         s->truncated = true;
 }
 
