@@ -216,10 +216,7 @@ static int ensure_image(docker_t *d, const runner_spec_t *spec, runner_result_t 
         set_status(res, "error", "docker_error", true, "%s", err);
         return -1;
     }
-    if (present) {
-        log_kv(LOG_WARN, "image", image, "cannot refresh image, using the local copy: %s", err);
-        return 0;
-    }
+    /* Policy always means the registry's copy or nothing, like Kubernetes' Always. */
     set_status(res, "error", "image_not_found", false, "%s", err);
     return -1;
 }
@@ -309,7 +306,7 @@ static int create_container(docker_t *d, const runner_spec_t *spec, const char *
     }
     if (rc == DOCKER_OK)
         return 0;
-    if (rc == DOCKER_ENOTFOUND)
+    if (rc == DOCKER_ENOTFOUND && strstr(err, "No such image"))
         set_status(res, "error", "image_not_found", false, "cannot create container: %s", err);
     else
         set_status(res, "error", "docker_error", rc == DOCKER_EUNAVAIL,

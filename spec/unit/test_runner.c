@@ -618,6 +618,48 @@ TEST("an image under an unresolvable registry is error image_not_found")
     runner_result_clear(&r);
 }
 
+TEST("a missing network is a non-transient docker_error and leaves no container")
+{
+    char eid[ID_LEN + 1];
+    runner_spec_t s = spec_for("faas-test/echo:latest", eid);
+    s.network = "faas-test-no-such-network";
+    runner_result_t r;
+    run(&s, &r);
+    CHECK_STR(r.status, "error");
+    CHECK_STR(r.reason, "docker_error");
+    CHECK(!r.transient);
+    CHECK(strstr(r.message, "faas-test-no-such-network") != NULL);
+    CHECK(r.container_id[0] == '\0' || container_gone(r.container_id));
+    runner_result_clear(&r);
+}
+
+TEST("pull policy always pulls even a present image, if-missing does not")
+{
+    /* A local tag under an unresolvable registry: present, but never pullable. */
+    char img[128], cmd[256];
+    snprintf(img, sizeof img, "registry.faas-test.invalid/%s/echo:latest", worker_id);
+    snprintf(cmd, sizeof cmd, "docker tag faas-test/echo:latest %s", img);
+    CHECK(system(cmd) == 0);
+    char eid[ID_LEN + 1];
+    runner_spec_t s = spec_for(img, eid);
+    s.input = (const unsigned char *)"local";
+    s.input_len = 5;
+    s.pull_policy = "always";
+    runner_result_t r;
+    run(&s, &r);
+    CHECK_STR(r.status, "error");
+    CHECK_STR(r.reason, "image_not_found");
+    CHECK(!r.transient);
+    runner_result_clear(&r);
+    s.pull_policy = "if-missing";
+    run(&s, &r);
+    CHECK_STR(r.status, "succeeded");
+    CHECK_STR(r.out.data, "local");
+    runner_result_clear(&r);
+    snprintf(cmd, sizeof cmd, "docker rmi %s >/dev/null", img);
+    CHECK(system(cmd) == 0);
+}
+
 TEST("an unreachable engine is a transient docker_error")
 {
     char dir[] = "/tmp/runner-test-XXXXXX";
