@@ -573,6 +573,8 @@ int docker_attach(const char *socket_path, const char *api, const char *id, char
     (void)pre;
     if (!ref_ok(id, false))
         return -1;
+    if (!api || !*api)
+        api = "v1.41";
     int fd = unix_connect(socket_path);
     if (fd < 0)
         return -1;
@@ -597,6 +599,8 @@ int docker_wait_arm(const char *socket_path, const char *api, const char *id)
 {
     if (!ref_ok(id, false))
         return -1;
+    if (!api || !*api)
+        api = "v1.41";
     int fd = unix_connect(socket_path);
     if (fd < 0)
         return -1;

@@ -17,7 +17,8 @@ enum {
 
 typedef struct docker docker_t;
 
-/* `socket_path` "/var/run/docker.sock", `api` "v1.41". */
+/* `socket_path` "/var/run/docker.sock", `api` "v1.41" (NULL or "" = "v1.41"). NULL when
+ * curl cannot make a handle. Free with docker_free() (NULL is a no-op). */
 docker_t *docker_new(const char *socket_path, const char *api);
 void docker_free(docker_t *d);
 
@@ -59,7 +60,8 @@ const char *docker_last_error(const docker_t *d);
 /* Raw hijacked connections, for attach and wait, on their own sockets. */
 /* POST /containers/{id}/attach?stream=1&stdin=1&stdout=1&stderr=1 with Upgrade: tcp;
  * returns a connected fd past the 101 headers (any bytes read past the headers are put in
- * `pre`/`pre_len`, at most 4096), or -1. */
+ * `pre`/`pre_len`, at most 4096), or -1. This implementation reads the headers byte by
+ * byte, so *pre_len is always 0 (pre and pre_len may be NULL). The caller closes the fd. */
 int docker_attach(const char *socket_path, const char *api, const char *id, char *pre,
                   size_t *pre_len);
 /* Sends POST /containers/{id}/wait?condition=next-exit and returns the fd with the
