@@ -700,6 +700,60 @@ TEST("a leftover container of the same attempt is replaced")
     runner_result_clear(&r);
 }
 
+TEST("a function that never reads its 1 MiB input still finishes")
+{
+    char eid[ID_LEN + 1];
+    runner_spec_t s = spec_for("faas-test/fail:latest", eid);
+    size_t n = 1 << 20;
+    unsigned char *in = xcalloc(1, n);
+    s.input = in;
+    s.input_len = n;
+    runner_result_t r;
+    run(&s, &r);
+    CHECK_STR(r.status, "failed");
+    CHECK_INT(r.exit_code, 3);
+    CHECK_STR(r.out.data, "out\n");
+    runner_result_clear(&r);
+    free(in);
+}
+
+static int count_fds(void)
+{
+    int n = 0;
+    char path[64];
+    for (int fd = 0; fd < 1024; fd++) {
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        if (access(path, F_OK) == 0)
+            n++;
+    }
+    return n;
+}
+
+TEST("runs leak no file descriptors on success, timeout and error paths")
+{
+    docker_ping(dk); /* curl's cached connection is already open */
+    int before = count_fds();
+    char eid[ID_LEN + 1];
+    runner_result_t r;
+    runner_spec_t s = spec_for("faas-test/echo:latest", eid);
+    s.input = (const unsigned char *)"x";
+    s.input_len = 1;
+    run(&s, &r);
+    CHECK_STR(r.status, "succeeded");
+    runner_result_clear(&r);
+    s = spec_for("faas-test/sleep:latest", eid);
+    s.timeout_ms = 500;
+    run(&s, &r);
+    CHECK_STR(r.status, "timed_out");
+    runner_result_clear(&r);
+    s = spec_for("faas-test/echo:latest", eid);
+    s.network = "faas-test-no-such-network";
+    run(&s, &r);
+    CHECK_STR(r.status, "error");
+    runner_result_clear(&r);
+    CHECK_INT(count_fds(), before);
+}
+
 TEST("reap removes leftover labelled containers but not kept ones or other workers'")
 {
     char e1[ID_LEN + 1], e2[ID_LEN + 1], e3[ID_LEN + 1];
