@@ -438,7 +438,7 @@ void runner_run(docker_t *d, const char *socket_path, const char *api,
     memset(res, 0, sizeof *res);
     res->exit_code = -1;
     char *body = NULL;
-    int afd = -1, wfd = -1;
+    int afd = -1, wfd = -1, rc;
     bool timed_out = false;
     keepalive_t ka = {keepalive, keepalive_arg, time_mono_ns() + KEEPALIVE_NS};
     sink_t sink = {res, spec->output_limit > 0 ? (size_t)spec->output_limit : (size_t)1 << 20,
@@ -467,7 +467,7 @@ void runner_run(docker_t *d, const char *socket_path, const char *api,
     }
     res->started_at = time_now_ms();
     uint64_t t0 = time_mono_ns();
-    int rc = docker_container_start(d, res->container_id);
+    rc = docker_container_start(d, res->container_id);
     if (rc != DOCKER_OK) {
         set_status(res, "error", "docker_error", rc == DOCKER_EUNAVAIL,
                    "cannot start container: %s", docker_last_error(d));
