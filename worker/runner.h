@@ -28,6 +28,8 @@ typedef struct {
     const char *pull_policy;  /* never | if-missing | always */
     const unsigned char *input;
     size_t input_len;
+    int attempt;              /* delivery attempt (>= 1) names the container
+                               * "faas-<execution_id>-<attempt>"; 0 = a random suffix */
 } runner_spec_t;
 
 typedef struct {
@@ -59,7 +61,14 @@ void runner_demux_feed(runner_demux_t *d, const unsigned char *p, size_t n,
 /* Runs the spec. Always fills `res` (status error with a reason on platform failures).
  * Container removal happens before it returns unless `defer_remove` (then the caller removes
  * res->container_id). `keepalive(arg)` is called every few seconds while it runs
- * (in-progress acks). Caller frees with runner_result_clear(). */
+ * (in-progress acks). Caller frees with runner_result_clear().
+ * Statuses/reasons: succeeded; failed (reason "" or oom_killed); timed_out (timeout_ms > 0
+ * elapsed since start: SIGKILL); error with image_not_found (not transient), docker_error
+ * (transient when the engine is unreachable or answers 5xx) or invalid_env. Any status may
+ * carry reason output_truncated when a stream or the result hit output_limit (default
+ * 1 MiB when 0); memory stays bounded by about 3 x output_limit whatever the function
+ * writes. out/err/result.data are never NULL afterwards. `d` must belong to the calling
+ * thread; the run blocks that thread. */
 void runner_run(docker_t *d, const char *socket_path, const char *api,
                 const runner_spec_t *spec, runner_result_t *res, bool defer_remove,
                 void (*keepalive)(void *arg), void *keepalive_arg);
@@ -67,11 +76,17 @@ void runner_result_clear(runner_result_t *res);
 
 /* The container create body with every hardening setting (NetworkMode none, CapDrop ALL,
  * no-new-privileges, Memory = MemorySwap, NanoCpus, PidsLimit, ReadonlyRootfs, noexec tmpfs
- * /tmp, nofile ulimit, Init, log cap, labels). Caller frees. */
+ * /tmp, nofile ulimit, Init, log cap, labels). Limits <= 0 are left out (engine default).
+ * Log driver "none": output only travels through attach. Caller frees. NULL when env_json
+ * is not an object of string/number/bool values with names free of '='. */
 char *runner_create_body(const runner_spec_t *spec);
 
 /* Removes containers labelled faas.managed=true (and, if worker_id, faas.worker=worker_id
- * only) that are not in `keep` (ids of running executions). Returns how many. */
+ * only) that are not in `keep` (ids of running executions: an entry matches a container's
+ * faas.execution label or its container id). Running ones are killed. Returns how many were
+ * removed (already gone counts), or a negative DOCKER_* code when listing failed. Callers
+ * running executions concurrently must put an execution in `keep` before runner_run
+ * creates its container. */
 int runner_reap(docker_t *d, const char *worker_id, const char *const *keep, size_t nkeep);
 
 #endif
