@@ -242,6 +242,7 @@ static void handle(slot_t *slot, docker_t *d, bus_msg_t *m)
 
     runner_spec_t spec;
     spec_fill(w, &r, &spec);
+    spec.attempt = attempt;
     runner_result_t res = {0};
     char refused[256] = "";
     for (int i = 0; i < w->nhooks && !refused[0]; i++)
