@@ -64,6 +64,9 @@ void bus_recorder_stop(bus_t *b);
 
 /* Messages waiting in the work queue and the workers' consumer (for /metrics), -1 unknown. */
 int bus_queue_depth(bus_t *b, int64_t *pending, int64_t *ack_pending);
+/* Messages stored in the work-queue stream (waiting, in flight, or dead letters not yet
+ * removed), -1 unknown. BUS_EUNAVAIL when it cannot be asked. */
+int bus_queue_stored(bus_t *b, int64_t *msgs);
 
 /* ---- worker side ---- */
 
