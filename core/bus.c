@@ -32,11 +32,13 @@ struct bus {
     natsOptions *opts;
     natsConnection *nc;
     jsCtx *js;
-    pthread_mutex_t mu;          /* guards setup_done and the lazily bound work_sub */
+    pthread_mutex_t mu;          /* guards setup_wanted, setup_last_ns */
     pthread_mutex_t fetch_mu;    /* one natsSubscription_Fetch at a time on work_sub */
     natsSubscription *work_sub;
-    bool setup_done;
+    bool setup_wanted;           /* bus_setup was called: redo it when the server lost it */
+    uint64_t setup_last_ns;      /* last automatic attempt (at most one a second) */
 
+    atomic_bool closing;         /* bus_close: the disconnect is ours, not news */
     bool rec_started;
     pthread_t rec_thread;
     atomic_bool rec_stop;
@@ -85,7 +87,8 @@ static void on_disconnected(natsConnection *nc, void *closure)
 {
     (void)nc;
     bus_t *b = closure;
-    log_warn("disconnected from nats '%s'", b->cfg.url);
+    if (!atomic_load(&b->closing))
+        log_warn("disconnected from nats '%s'", b->cfg.url);
 }
 
 static void on_reconnected(natsConnection *nc, void *closure)
@@ -103,6 +106,7 @@ static bus_t *bus_new(const config_nats_t *cfg, const char *name, bool lazy, cha
     pthread_mutex_init(&b->mu, NULL);
     pthread_mutex_init(&b->fetch_mu, NULL);
     atomic_init(&b->rec_stop, false);
+    atomic_init(&b->closing, false);
 
     natsStatus s = natsOptions_Create(&b->opts);
     if (s == NATS_OK)
@@ -184,6 +188,7 @@ void bus_close(bus_t *b)
     if (!b)
         return;
     bus_recorder_stop(b);
+    atomic_store(&b->closing, true);
     if (b->work_sub)
         natsSubscription_Destroy(b->work_sub);
     if (b->js)
@@ -331,24 +336,30 @@ int bus_setup(bus_t *b)
 {
     if (!b)
         return BUS_EINVAL;
-    int rc = setup_run(b);
-    if (rc == BUS_OK) {
-        pthread_mutex_lock(&b->mu);
-        b->setup_done = true;
-        pthread_mutex_unlock(&b->mu);
-    }
-    return rc;
+    /* Even when it fails now (NATS down), the streams are wanted: the recorder, fetch and
+     * publish paths set them up once the server answers. */
+    pthread_mutex_lock(&b->mu);
+    b->setup_wanted = true;
+    b->setup_last_ns = time_mono_ns();
+    pthread_mutex_unlock(&b->mu);
+    return setup_run(b);
 }
 
-/* After the server lost its state (new store dir) the bound consumers are gone: rebuild
- * them, but only when this bus was asked to set things up once. */
-static void setup_again_if_wanted(bus_t *b)
+/* When streams or consumers are missing (the server started without them, or lost its
+ * store), sets them up again, at most once a second, and only when this bus was asked to
+ * set things up. true when it ran and succeeded. */
+static bool setup_again_if_wanted(bus_t *b)
 {
+    uint64_t now = time_mono_ns();
     pthread_mutex_lock(&b->mu);
-    bool wanted = b->setup_done;
+    bool run = b->setup_wanted && now - b->setup_last_ns >= 1000000000ULL;
+    if (run)
+        b->setup_last_ns = now;
     pthread_mutex_unlock(&b->mu);
-    if (wanted && bus_is_connected(b))
-        (void)setup_run(b);
+    if (!run || !bus_is_connected(b))
+        return false;
+    log_info("setting up jetstream streams and consumers again");
+    return setup_run(b) == BUS_OK;
 }
 
 /* ---- publishing ---- */
@@ -371,6 +382,11 @@ static int js_pub(bus_t *b, const char *subject, const char *msg_id, const void 
     jsErrCode jerr = 0;
     jsPubAck *ack = NULL;
     natsStatus s = js_Publish(&ack, b->js, subject, data, (int)len, &po, &jerr);
+    if (s == NATS_NO_RESPONDERS && setup_again_if_wanted(b)) {
+        /* no stream took it: the server came up without our streams */
+        jerr = 0;
+        s = js_Publish(&ack, b->js, subject, data, (int)len, &po, &jerr);
+    }
     if (ack)
         jsPubAck_Destroy(ack);
     if (s != NATS_OK) {

@@ -586,4 +586,66 @@ out:
     nats_fixture_destroy(&f);
 }
 
+TEST("a bus whose setup failed while NATS was down sets up streams once NATS answers")
+{
+    nats_fixture_t f;
+    CHECK(nats_fixture_start(&f) == 0);
+    nats_fixture_stop(&f);
+    config_nats_t c;
+    cfg_for(&c, &f);
+    bus_t *b = bus_connect_lazy(&c, "lazy");
+    CHECK(b != NULL);
+    CHECK_INT(bus_setup(b), BUS_EUNAVAIL);
+    rec_state_t s;
+    rec_init(&s);
+    CHECK_INT(bus_recorder_start(b, on_record, on_dead, &s), BUS_OK);
+    CHECK(nats_fixture_restart(&f) == 0);
+    for (int i = 0; i < 500 && !bus_connected(b); i++)
+        nats_fixture_sleep_ms(20);
+    CHECK(bus_connected(b));
+    char id[ID_LEN + 1], rid[ID_LEN + 1];
+    id_new(id);
+    id_new(rid);
+    int rc = BUS_EUNAVAIL;
+    for (int i = 0; i < 30 && rc != BUS_OK; i++) { /* setup retries at most once a second */
+        rc = bus_request_publish(b, id, "late", 4);
+        if (rc != BUS_OK)
+            nats_fixture_sleep_ms(100);
+    }
+    CHECK_INT(rc, BUS_OK);
+    bus_msg_t *m = NULL;
+    CHECK_INT(fetch_one(b, 3000, &m), BUS_OK);
+    CHECK(m && data_is(m, "late"));
+    bus_msg_ack(m);
+    bus_msg_free(m);
+    CHECK_INT(bus_result_publish(b, rid, "res", 3), BUS_OK);
+    CHECK(wait_count(&s.records, 1, 10000));
+    bus_recorder_stop(b);
+    bus_close(b);
+    nats_fixture_destroy(&f);
+}
+
+TEST("a waiter unsubscribed after its bus closed is released without a crash")
+{
+    nats_fixture_t f;
+    CHECK(nats_fixture_start(&f) == 0);
+    config_nats_t c;
+    cfg_for(&c, &f);
+    bus_t *b = bus_up(&f, &c);
+    CHECK(b != NULL);
+    if (!b)
+        goto out;
+    waiter_state_t ws = {0};
+    pthread_mutex_init(&ws.mu, NULL);
+    char id[ID_LEN + 1];
+    id_new(id);
+    bus_waiter_t *w = bus_result_subscribe(b, id, on_result, &ws);
+    CHECK(w != NULL);
+    bus_close(b);
+    bus_result_unsubscribe(w);
+    CHECK_INT(atomic_load(&ws.n), 0);
+out:
+    nats_fixture_destroy(&f);
+}
+
 T_MAIN
