@@ -26,6 +26,8 @@
 #define BUS_REC_NAK_MS 1000
 #define BUS_DEAD_QUEUE "faas-dead-letters"
 #define BUS_MAX_ACK_PENDING 65536
+#define BUS_SWEEP_INTERVAL_NS (30ULL * 1000 * 1000 * 1000)
+#define BUS_SWEEP_MAX 256
 
 struct bus {
     config_nats_t cfg;
@@ -736,7 +738,7 @@ done:
 static void dead_letters_poll(bus_t *b, natsSubscription *adv, seq_list_t *retry)
 {
     natsMsg *m = NULL;
-    while (natsSubscription_NextMsg(&m, adv, 1) == NATS_OK) {
+    while (adv && natsSubscription_NextMsg(&m, adv, 1) == NATS_OK) {
         cJSON *j = cJSON_ParseWithLength(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
         const cJSON *seq = j ? cJSON_GetObjectItemCaseSensitive(j, "stream_seq") : NULL;
         if (cJSON_IsNumber(seq) && seq->valuedouble >= 1)
@@ -754,6 +756,30 @@ static void dead_letters_poll(bus_t *b, natsSubscription *adv, seq_list_t *retry
     retry->n = keep;
 }
 
+/* Advisories are fire-and-forget: when no recorder listened, an exhausted request stays in
+ * the work queue. In a WorkQueue stream acked requests are removed, so whatever is stored at
+ * or below the consumer's ack floor was abandoned: queue those sequences as dead letters. */
+static void dead_letters_sweep(bus_t *b, seq_list_t *retry)
+{
+    jsStreamInfo *si = NULL;
+    jsConsumerInfo *ci = NULL;
+    if (js_GetStreamInfo(&si, b->js, b->cfg.stream, NULL, NULL) != NATS_OK || !si)
+        goto done;
+    if (js_GetConsumerInfo(&ci, b->js, b->cfg.stream, b->cfg.consumer, NULL, NULL) != NATS_OK ||
+        !ci)
+        goto done;
+    uint64_t first = si->State.FirstSeq, floor = ci->AckFloor.Stream;
+    if (si->State.Msgs == 0 || first == 0)
+        goto done;
+    for (uint64_t seq = first; seq <= floor && seq < first + BUS_SWEEP_MAX; seq++)
+        seq_add(retry, seq);
+done:
+    if (si)
+        jsStreamInfo_Destroy(si);
+    if (ci)
+        jsConsumerInfo_Destroy(ci);
+}
+
 static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -765,6 +791,7 @@ static void *recorder_main(void *arg)
     bus_t *b = arg;
     natsSubscription *sub = NULL, *adv = NULL;
     seq_list_t retry = {0};
+    uint64_t last_sweep = 0;
     char adv_subj[256];
     snprintf(adv_subj, sizeof(adv_subj), "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s",
              b->cfg.stream, b->cfg.consumer);
@@ -788,7 +815,11 @@ static void *recorder_main(void *arg)
                 continue;
             }
         }
-        if (adv)
+        if (b->dead && (last_sweep == 0 || time_mono_ns() - last_sweep >= BUS_SWEEP_INTERVAL_NS)) {
+            last_sweep = time_mono_ns();
+            dead_letters_sweep(b, &retry);
+        }
+        if (b->dead)
             dead_letters_poll(b, adv, &retry);
 
         natsMsgList list = {0};

@@ -50,6 +50,19 @@ static int wait_count(atomic_int *v, int want, int ms)
     return atomic_load(v) >= want;
 }
 
+/* The stored count once it settles at `want` (acks and deletes are asynchronous). */
+static int64_t stored_settles(bus_t *b, int64_t want)
+{
+    int64_t stored = -2;
+    for (int i = 0; i < 100; i++) {
+        bus_queue_stored(b, &stored);
+        if (stored == want)
+            break;
+        nats_fixture_sleep_ms(20);
+    }
+    return stored;
+}
+
 static int fetch_one(bus_t *b, int64_t timeout_ms, bus_msg_t **m)
 {
     int n = 0;
@@ -182,14 +195,7 @@ TEST("a published request is fetched once by a worker and gone after its ack")
         bus_msg_free(m);
     }
     CHECK_INT(fetch_one(b, 300, &m), BUS_ETIMEOUT);
-    int64_t stored = -2;
-    for (int i = 0; i < 50; i++) { /* the ack is asynchronous */
-        bus_queue_stored(b, &stored);
-        if (stored == 0)
-            break;
-        nats_fixture_sleep_ms(20);
-    }
-    CHECK_INT(stored, 0);
+    CHECK_INT(stored_settles(b, 0), 0);
     bus_close(b);
 out:
     nats_fixture_destroy(&f);
@@ -372,9 +378,7 @@ TEST("a request never acked reaches MaxDeliver and the dead-letter callback gets
     pthread_mutex_lock(&s.mu);
     CHECK_STR(s.last_dead, "{\"doomed\":true}");
     pthread_mutex_unlock(&s.mu);
-    int64_t stored = -2;
-    CHECK_INT(bus_queue_stored(b, &stored), BUS_OK);
-    CHECK_INT(stored, 0); /* deleted from the work queue, not lingering */
+    CHECK_INT(stored_settles(b, 0), 0); /* deleted from the work queue, not lingering */
     bus_recorder_stop(b);
     bus_close(b);
 out:
@@ -644,6 +648,57 @@ TEST("a waiter unsubscribed after its bus closed is released without a crash")
     bus_close(b);
     bus_result_unsubscribe(w);
     CHECK_INT(atomic_load(&ws.n), 0);
+out:
+    nats_fixture_destroy(&f);
+}
+
+TEST("a request exhausted while no recorder listened is dead-lettered when one starts")
+{
+    nats_fixture_t f;
+    CHECK(nats_fixture_start(&f) == 0);
+    config_nats_t c;
+    cfg_for(&c, &f);
+    c.max_deliver = 2;
+    c.ack_wait_ms = 1000;
+    bus_t *b = bus_up(&f, &c);
+    CHECK(b != NULL);
+    if (!b)
+        goto out;
+    char id[ID_LEN + 1], id2[ID_LEN + 1];
+    id_new(id);
+    id_new(id2);
+    CHECK_INT(bus_request_publish(b, id, "{\"missed\":1}", 12), BUS_OK);
+    int deliveries = 0;
+    for (int i = 0; i < 12; i++) {
+        bus_msg_t *m = NULL;
+        if (fetch_one(b, 250, &m) == BUS_OK) {
+            deliveries++;
+            bus_msg_nak(m, 0);
+            bus_msg_free(m);
+        }
+    }
+    CHECK_INT(deliveries, 2);
+    /* a later request is processed normally */
+    CHECK_INT(bus_request_publish(b, id2, "ok", 2), BUS_OK);
+    bus_msg_t *m = NULL;
+    CHECK_INT(fetch_one(b, 2000, &m), BUS_OK);
+    CHECK(m && data_is(m, "ok"));
+    bus_msg_ack(m);
+    bus_msg_free(m);
+    CHECK_INT(stored_settles(b, 1), 1); /* the exhausted one lingers */
+
+    rec_state_t s;
+    rec_init(&s);
+    CHECK_INT(bus_recorder_start(b, on_record, on_dead, &s), BUS_OK);
+    CHECK(wait_count(&s.dead, 1, 5000));
+    nats_fixture_sleep_ms(1200);
+    CHECK_INT(atomic_load(&s.dead), 1);
+    pthread_mutex_lock(&s.mu);
+    CHECK_STR(s.last_dead, "{\"missed\":1}");
+    pthread_mutex_unlock(&s.mu);
+    CHECK_INT(stored_settles(b, 0), 0);
+    bus_recorder_stop(b);
+    bus_close(b);
 out:
     nats_fixture_destroy(&f);
 }
