@@ -396,7 +396,10 @@ static int js_pub(bus_t *b, const char *subject, const char *msg_id, const void 
         nats_err(e, sizeof(e), "publish", s);
         log_kv(LOG_WARN, "executionId", msg_id, "cannot publish on '%s': %s (%d)", subject, e,
                (int)jerr);
-        return s == NATS_MAX_PAYLOAD ? BUS_EINVAL : BUS_EUNAVAIL;
+        /* too big for the server or the stream: retrying will not help */
+        if (s == NATS_MAX_PAYLOAD || jerr == JSStreamMessageExceedsMaximumErr)
+            return BUS_EINVAL;
+        return BUS_EUNAVAIL;
     }
     return BUS_OK;
 }

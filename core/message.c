@@ -319,7 +319,7 @@ int message_request_decode(const char *data, size_t len, message_request_t *r, c
         cJSON_ArrayForEach(e, env)
         {
             if (!cJSON_IsString(e) || !e->string || !e->string[0]) {
-                snprintf(err, errlen, "'env' values must be strings");
+                snprintf(err, errlen, "'env' must map non-empty names to strings");
                 goto done;
             }
         }

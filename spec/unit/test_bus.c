@@ -703,4 +703,35 @@ out:
     nats_fixture_destroy(&f);
 }
 
+TEST("a request larger than the configured maximum payload is refused as invalid")
+{
+    nats_fixture_t f;
+    CHECK(nats_fixture_start(&f) == 0);
+    config_nats_t c;
+    cfg_for(&c, &f);
+    c.max_payload = 1024;
+    bus_t *b = bus_up(&f, &c);
+    CHECK(b != NULL);
+    if (!b)
+        goto out;
+    char *big = xcalloc(1, 4096);
+    memset(big, 'x', 4095);
+    char id[ID_LEN + 1];
+    id_new(id);
+    CHECK_INT(bus_request_publish(b, id, big, 4095), BUS_EINVAL);
+    /* beyond what the server itself accepts (8 MiB here) */
+    size_t huge_len = (size_t)9 << 20;
+    char *huge = xcalloc(1, huge_len);
+    id_new(id);
+    CHECK_INT(bus_request_publish(b, id, huge, huge_len), BUS_EINVAL);
+    id_new(id);
+    CHECK_INT(bus_request_publish(b, id, big, 100), BUS_OK);
+    CHECK(bus_connected(b));
+    free(huge);
+    free(big);
+    bus_close(b);
+out:
+    nats_fixture_destroy(&f);
+}
+
 T_MAIN
