@@ -8,6 +8,7 @@
  *   nats_fixture_destroy(&f);               // stops it and removes the dir
  *
  * The server dies with the test process (PR_SET_PDEATHSIG) and logs to <dir>/server.log.
+ * NATS_SERVER names another binary. Only this process's own server is ever signalled.
  * It allows 8 MiB payloads like the deployed server (config max_payload). */
 #ifndef FAAS_NATS_FIXTURE_H
 #define FAAS_NATS_FIXTURE_H
@@ -39,13 +40,13 @@ typedef struct {
     char url[64];
 } nats_fixture_t;
 
-static void nats_fixture_sleep_ms(int ms)
+static inline void nats_fixture_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
 
-static int nats_fixture_free_port(void)
+static inline int nats_fixture_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
@@ -64,7 +65,7 @@ static int nats_fixture_free_port(void)
 }
 
 /* 1 when the server answers with its INFO line on the client port. */
-static int nats_fixture_ready(int port)
+static inline int nats_fixture_ready(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
@@ -85,7 +86,7 @@ static int nats_fixture_ready(int port)
 }
 
 /* Starts nats-server on f->port with store f->dir/js; waits until it serves clients. */
-static int nats_fixture_spawn(nats_fixture_t *f)
+static inline int nats_fixture_spawn(nats_fixture_t *f)
 {
     char conf[300], log[300], store[300], port[16];
     snprintf(conf, sizeof(conf), "%s/server.conf", f->dir);
@@ -106,8 +107,13 @@ static int nats_fixture_spawn(nats_fixture_t *f)
             dup2(fd, 2);
             close(fd);
         }
-        execlp("nats-server", "nats-server", "-c", conf, "-js", "-sd", store, "-a",
-               "127.0.0.1", "-p", port, (char *)NULL);
+        /* NATS_SERVER overrides; Debian installs it in /usr/sbin, not on every PATH */
+        const char *bin = getenv("NATS_SERVER");
+        const char *cands[] = {bin && *bin ? bin : "nats-server", "/usr/sbin/nats-server",
+                               "/usr/local/bin/nats-server"};
+        for (size_t i = 0; i < sizeof(cands) / sizeof(cands[0]); i++)
+            execlp(cands[i], "nats-server", "-c", conf, "-js", "-sd", store, "-a", "127.0.0.1",
+                   "-p", port, (char *)NULL);
         _exit(127);
     }
     f->pid = pid;
@@ -126,7 +132,7 @@ static int nats_fixture_spawn(nats_fixture_t *f)
     return -1;
 }
 
-static int nats_fixture_start(nats_fixture_t *f)
+static inline int nats_fixture_start(nats_fixture_t *f)
 {
     memset(f, 0, sizeof(*f));
     const char *tmp = getenv("TMPDIR");
@@ -156,7 +162,7 @@ static int nats_fixture_start(nats_fixture_t *f)
 }
 
 /* Stops the server (SIGTERM, then SIGKILL after 5 s); keeps the port and the store. */
-static int nats_fixture_stop(nats_fixture_t *f)
+static inline int nats_fixture_stop(nats_fixture_t *f)
 {
     if (f->pid <= 0)
         return 0;
@@ -176,7 +182,7 @@ static int nats_fixture_stop(nats_fixture_t *f)
 }
 
 /* Starts the server again on the same port and store dir. */
-static int nats_fixture_restart(nats_fixture_t *f)
+static inline int nats_fixture_restart(nats_fixture_t *f)
 {
     nats_fixture_stop(f);
     for (int attempt = 0; attempt < 20; attempt++) {
@@ -187,7 +193,7 @@ static int nats_fixture_restart(nats_fixture_t *f)
     return -1;
 }
 
-static int nats_fixture_rm(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+static inline int nats_fixture_rm(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;
     (void)flag;
@@ -196,7 +202,7 @@ static int nats_fixture_rm(const char *path, const struct stat *sb, int flag, st
     return 0;
 }
 
-static void nats_fixture_destroy(nats_fixture_t *f)
+static inline void nats_fixture_destroy(nats_fixture_t *f)
 {
     nats_fixture_stop(f);
     if (f->dir[0])
