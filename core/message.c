@@ -124,8 +124,9 @@ static int get_int(const cJSON *o, const char *key, double min, double max, int6
         *out = def;
         return 0;
     }
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble != floor(v->valuedouble) ||
-        v->valuedouble < min || v->valuedouble > max) {
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) ||
+        v->valuedouble != floor(v->valuedouble) || v->valuedouble < min ||
+        v->valuedouble > max) {
         snprintf(err, errlen, "'%s' must be an integer between %.0f and %.0f", key, min, max);
         return -1;
     }

@@ -193,7 +193,8 @@ static inline int nats_fixture_restart(nats_fixture_t *f)
     return -1;
 }
 
-static inline int nats_fixture_rm(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+static inline int nats_fixture_rm(const char *path, const struct stat *sb, int flag,
+                                  struct FTW *ftw)
 {
     (void)sb;
     (void)flag;
