@@ -41,6 +41,9 @@ struct bus {
     uint64_t setup_last_ns;      /* last automatic attempt (at most one a second) */
 
     atomic_bool closing;         /* bus_close: the disconnect is ours, not news */
+    pthread_mutex_t closed_mu;   /* connection callbacks run on a cnats thread after */
+    pthread_cond_t closed_cv;    /* natsConnection_Close returns: bus_close waits for */
+    bool closed;                 /* the closed callback, the last one, before freeing */
     bool rec_started;
     pthread_t rec_thread;
     atomic_bool rec_stop;
@@ -93,6 +96,16 @@ static void on_disconnected(natsConnection *nc, void *closure)
         log_warn("disconnected from nats '%s'", b->cfg.url);
 }
 
+static void on_closed(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    bus_t *b = closure;
+    pthread_mutex_lock(&b->closed_mu);
+    b->closed = true;
+    pthread_cond_broadcast(&b->closed_cv);
+    pthread_mutex_unlock(&b->closed_mu);
+}
+
 static void on_reconnected(natsConnection *nc, void *closure)
 {
     (void)nc;
@@ -109,6 +122,8 @@ static bus_t *bus_new(const config_nats_t *cfg, const char *name, bool lazy, cha
     pthread_mutex_init(&b->fetch_mu, NULL);
     atomic_init(&b->rec_stop, false);
     atomic_init(&b->closing, false);
+    pthread_mutex_init(&b->closed_mu, NULL);
+    pthread_cond_init(&b->closed_cv, NULL);
 
     natsStatus s = natsOptions_Create(&b->opts);
     if (s == NATS_OK)
@@ -131,6 +146,8 @@ static bus_t *bus_new(const config_nats_t *cfg, const char *name, bool lazy, cha
         s = natsOptions_SetDisconnectedCB(b->opts, on_disconnected, b);
     if (s == NATS_OK)
         s = natsOptions_SetReconnectedCB(b->opts, on_reconnected, b);
+    if (s == NATS_OK)
+        s = natsOptions_SetClosedCB(b->opts, on_closed, b);
     if (s == NATS_OK && lazy)
         s = natsOptions_SetRetryOnFailedConnect(b->opts, true, on_connected, b);
     if (s != NATS_OK) {
@@ -191,18 +208,38 @@ void bus_close(bus_t *b)
         return;
     bus_recorder_stop(b);
     atomic_store(&b->closing, true);
+    pthread_mutex_lock(&b->fetch_mu); /* lets a fetch under way finish first */
     if (b->work_sub)
         natsSubscription_Destroy(b->work_sub);
+    b->work_sub = NULL;
+    pthread_mutex_unlock(&b->fetch_mu);
     if (b->js)
         jsCtx_Destroy(b->js);
+    bool closed = true;
     if (b->nc) {
         natsConnection_Close(b->nc);
+        /* The disconnected/closed callbacks still hold `b`: wait for the last one. */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 5;
+        pthread_mutex_lock(&b->closed_mu);
+        while (!b->closed &&
+               pthread_cond_timedwait(&b->closed_cv, &b->closed_mu, &until) == 0) {
+        }
+        closed = b->closed;
+        pthread_mutex_unlock(&b->closed_mu);
         natsConnection_Destroy(b->nc);
     }
     if (b->opts)
         natsOptions_Destroy(b->opts);
+    if (!closed) {
+        log_warn("nats connection did not report closing; leaking the bus");
+        return;
+    }
     pthread_mutex_destroy(&b->mu);
     pthread_mutex_destroy(&b->fetch_mu);
+    pthread_cond_destroy(&b->closed_cv);
+    pthread_mutex_destroy(&b->closed_mu);
     free(b);
 }
 

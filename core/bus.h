@@ -30,7 +30,10 @@ bus_t *bus_connect(const config_nats_t *cfg, const char *name, char *err, size_t
 /* Like bus_connect but never fails: keeps trying in the background. */
 bus_t *bus_connect_lazy(const config_nats_t *cfg, const char *name);
 bool bus_connected(bus_t *b);
-void bus_close(bus_t *b); /* NULL is a no-op */
+/* Stops the recorder, waits for a fetch under way, closes the connection and frees the bus.
+ * Other threads must be done with it (messages from it may still be freed afterwards, not
+ * acked). NULL is a no-op. */
+void bus_close(bus_t *b);
 
 /* Creates or updates (idempotently) the WorkQueue stream on cfg->subject (file storage,
  * Duplicates window >= 2 min), the RESULTS stream on "execution.*" (limits, MaxAge), the

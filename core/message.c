@@ -471,7 +471,7 @@ int message_result_decode(const char *data, size_t len, store_execution_t *e, ch
             snprintf(err, errlen, "'result' must be a string");
             goto done;
         }
-        e->result = xstrdup(res->valuestring);
+        e->result = utf8_sanitize(res->valuestring, strlen(res->valuestring));
     }
     if (get_output(root, "stdout", "stdoutB64", &e->out, &e->out_len, err, errlen) != 0 ||
         get_output(root, "stderr", "stderrB64", &e->err, &e->err_len, err, errlen) != 0)

@@ -734,4 +734,26 @@ out:
     nats_fixture_destroy(&f);
 }
 
+TEST("a fetched message can be freed after its bus closed")
+{
+    nats_fixture_t f;
+    CHECK(nats_fixture_start(&f) == 0);
+    config_nats_t c;
+    cfg_for(&c, &f);
+    bus_t *b = bus_up(&f, &c);
+    CHECK(b != NULL);
+    if (!b)
+        goto out;
+    char id[ID_LEN + 1];
+    id_new(id);
+    CHECK_INT(bus_request_publish(b, id, "keep", 4), BUS_OK);
+    bus_msg_t *m = NULL;
+    CHECK_INT(fetch_one(b, 2000, &m), BUS_OK);
+    bus_close(b);
+    CHECK(m && data_is(m, "keep"));
+    bus_msg_free(m);
+out:
+    nats_fixture_destroy(&f);
+}
+
 T_MAIN
