@@ -756,4 +756,56 @@ out:
     nats_fixture_destroy(&f);
 }
 
+TEST("two workers on the shared durable each get different requests, none twice")
+{
+    nats_fixture_t f;
+    CHECK(nats_fixture_start(&f) == 0);
+    config_nats_t c;
+    cfg_for(&c, &f);
+    bus_t *api = bus_up(&f, &c);
+    char err[256];
+    bus_t *w1 = bus_connect(&c, "w1", err, sizeof(err));
+    bus_t *w2 = bus_connect(&c, "w2", err, sizeof(err));
+    CHECK(api && w1 && w2);
+    if (!api || !w1 || !w2)
+        goto out;
+    enum { N = 10 };
+    for (int i = 0; i < N; i++) {
+        char id[ID_LEN + 1], body[8];
+        id_new(id);
+        snprintf(body, sizeof(body), "%d", i);
+        CHECK_INT(bus_request_publish(api, id, body, strlen(body)), BUS_OK);
+    }
+    int seen[N] = {0}, total = 0, from1 = 0, from2 = 0;
+    for (int round = 0; round < 20 && total < N; round++) {
+        bus_t *w = round % 2 ? w2 : w1;
+        bus_msg_t *ms[3];
+        int n = 0;
+        if (bus_worker_fetch(w, 3, 500, ms, &n) != BUS_OK)
+            continue;
+        for (int i = 0; i < n; i++) {
+            size_t len;
+            const char *d = bus_msg_data(ms[i], &len);
+            char num[8] = "";
+            snprintf(num, sizeof(num), "%.*s", (int)(len < 7 ? len : 7), d ? d : "");
+            int k = (int)strtol(num, NULL, 10);
+            if (k >= 0 && k < N)
+                seen[k]++;
+            bus_msg_ack(ms[i]);
+            bus_msg_free(ms[i]);
+        }
+        total += n;
+        *(w == w1 ? &from1 : &from2) += n;
+    }
+    CHECK_INT(total, N);
+    CHECK(from1 > 0 && from2 > 0);
+    for (int i = 0; i < N; i++)
+        CHECK_INT(seen[i], 1);
+out:
+    bus_close(w2);
+    bus_close(w1);
+    bus_close(api);
+    nats_fixture_destroy(&f);
+}
+
 T_MAIN
