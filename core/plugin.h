@@ -32,7 +32,12 @@ typedef struct {
     const char *input;       /* execution input bytes */
     size_t input_len;
     const char *execution_id;
+    int64_t function_count;    /* the user's functions (ctx.function_count), -1 unknown */
+    int64_t active_executions; /* the user's queued/running executions, -1 unknown */
 } plugin_ctx_t;
+
+/* Zeroes `c` and marks the counts unknown (-1). Use it before filling a ctx. */
+void plugin_ctx_init(plugin_ctx_t *c);
 
 /* Loads and checks every enabled plugin once (name, version, priority, schema against conf)
  * in a scratch state. NULL with "plugin 'x': message" in err. `store` backs faas.counter. */
