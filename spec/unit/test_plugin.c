@@ -469,6 +469,7 @@ TEST("rejects bad plugin tables and files")
     CHECK(has(load_error(SPEC_DIR, "bad_notable", NULL), "must return a table"));
     CHECK(has(load_error(SPEC_DIR, "bad_init", NULL), "init boom"));
     CHECK(has(load_error(SPEC_DIR, "no_such_plugin", NULL), "cannot open"));
+    CHECK(has(load_error(SPEC_DIR, "bad_loop", NULL), "plugin 'bad_loop': time budget"));
     CHECK(has(load_error(SPEC_DIR, "../plugins/quota", NULL), "name must be"));
     config_t c;
     char err[256] = "";
@@ -514,6 +515,7 @@ TEST("contains hostile plugins and keeps working for the next call")
         {"h_loop", 500, "internal error in plugin"},
         {"h_bigstring", 500, "internal error in plugin"},
         {"h_table", 500, "internal error in plugin"},
+        {"h_memory", 500, "internal error in plugin"},
         {"h_pcall_loop", 500, "internal error in plugin"},
         {"h_os", 500, "internal error in plugin"},
         {"h_io", 500, "internal error in plugin"},
@@ -562,6 +564,20 @@ TEST("rawset and metatable tricks do not leak to other plugins")
         CHECK_INT(v.status, 400);
         CHECK_STR(v.message, "clean");
         CHECK_STR(v.plugin, "h_victim");
+    }
+    plugin_host_free(h);
+}
+
+TEST("memory cap refuses growth past memory_limit and the state survives")
+{
+    plugin_host_t *h = host1(SPEC_DIR, "memcap", "{}");
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    for (int i = 0; i < 3; i++) {
+        plugin_verdict_t v = quota_with(h, "");
+        CHECK_INT(v.status, 403);
+        CHECK(has(v.message, "capped: not enough memory"));
     }
     plugin_host_free(h);
 }
