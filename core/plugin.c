@@ -43,7 +43,7 @@ static const char *const hook_names[HOOK_N] = {"validate_function", "validate_ex
 #define DEFAULT_BUDGET_MS 50
 #define DEFAULT_MEMORY (16 * 1024 * 1024)
 #define MAX_METRICS 256
-#define JSON_MAX_DEPTH 128
+#define JSON_MAX_DEPTH 1000 /* cJSON's own parse limit */
 
 typedef struct {
     char name[64];
@@ -715,6 +715,19 @@ static int l_counter_get(lua_State *L)
     return counter_call(L, false);
 }
 
+/* setmetatable without finalizers: Lua runs __gc with debug hooks off (and at lua_close),
+ * so an endless finalizer could never be stopped by the budget. */
+static int l_setmetatable(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TTABLE && lua_getfield(L, 2, "__gc") != LUA_TNIL)
+        return luaL_error(L, "setmetatable: __gc metamethods are not allowed");
+    lua_settop(L, 2);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, 2, 1);
+    return 1;
+}
+
 /* Shallow copy of the table at idx into a fresh table left on the stack. */
 static void copy_table(lua_State *L, int idx)
 {
@@ -834,6 +847,9 @@ static void push_env(lua_State *L, tstate_t *ts, const char *plugin)
         lua_setfield(L, -4, libs[i]);
         lua_pop(L, 1);
     }
+    lua_getfield(L, -1, "setmetatable");
+    lua_pushcclosure(L, l_setmetatable, 1);
+    lua_setfield(L, -3, "setmetatable");
     lua_pop(L, 1); /* globals */
     set_closure(L, "print", l_print, plugin);
     set_closure(L, "warn", l_warn, plugin);
@@ -1460,6 +1476,10 @@ static void run_hook(plugin_host_t *h, int hook, cJSON *json, const plugin_ctx_t
     memset(v, 0, sizeof *v);
     if (plugin_host_count(h, hook_names[hook]) == 0)
         return;
+    if (hook == HOOK_POSTPROCESS && !cJSON_IsObject(json)) {
+        log_error("plugin host: postprocess needs a result object");
+        return;
+    }
     char err[1024];
     tstate_t *ts = ts_get(h, err, sizeof err);
     if (!ts) {

@@ -562,6 +562,7 @@ TEST("contains hostile plugins and keeps working for the next call")
         {"h_gc", 500, "internal error in plugin"},
         {"h_move", 500, "internal error in plugin"},
         {"h_emptyrep", 403, "fast"},
+        {"h_finalizer", 403, "refused"}, /* and plugin_host_free below must return */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         plugin_host_t *h = host1(SPEC_DIR, cases[i].name, "{}");
