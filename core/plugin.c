@@ -826,7 +826,8 @@ typedef struct {
     const cJSON *conf;
 } loadctx_t;
 
-/* Pushes a fresh plugin env: _ENV table -> {__index = its own API table}. */
+/* Pushes a fresh plugin env (_ENV table -> {__index = its own API table}) and the raw table
+ * behind its read-only `faas`. */
 static void push_env(lua_State *L, tstate_t *ts, const char *plugin)
 {
     static const char *const base[] = {"assert", "error", "getmetatable", "ipairs", "next",
@@ -882,7 +883,15 @@ static void push_env(lua_State *L, tstate_t *ts, const char *plugin)
     set_closure(L, "incr", l_counter_incr, plugin);
     set_closure(L, "get", l_counter_get, plugin);
     lua_setfield(L, -2, "counter");
-    lua_setfield(L, -2, "faas");
+    /* api.faas = readonly(faas); the raw table stays with the host (for faas.conf) */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ts->prelude_ref);
+    lua_getfield(L, -1, "readonly");
+    lua_remove(L, -2);
+    lua_pushvalue(L, -2);
+    lua_pushliteral(L, "faas");
+    lua_call(L, 2, 1);
+    lua_setfield(L, -3, "faas");
+    lua_insert(L, -3); /* faas env api */
 
     lua_createtable(L, 0, 2); /* env's metatable */
     lua_insert(L, -2);
@@ -892,6 +901,7 @@ static void push_env(lua_State *L, tstate_t *ts, const char *plugin)
     lua_setmetatable(L, -2);
     lua_pushvalue(L, -1);
     lua_setfield(L, -2, "_G");
+    lua_insert(L, -2); /* env faas */
 }
 
 static bool version_valid(const char *s)
@@ -919,9 +929,9 @@ static int l_load_plugin(lua_State *L)
     if (luaL_loadbufferx(L, d->source, d->source_len, chunk, "t") != LUA_OK)
         return lua_error(L);
     push_env(L, ts, d->name);
-    int env = lua_gettop(L);
+    int faas = lua_gettop(L), env = faas - 1;
     lua_pushvalue(L, env);
-    lua_setupvalue(L, -3, 1);
+    lua_setupvalue(L, -4, 1);
     lua_pushvalue(L, env - 1);
     lua_call(L, 0, 1);
     int t = lua_gettop(L);
@@ -961,15 +971,13 @@ static int l_load_plugin(lua_State *L)
     lua_getfield(L, t, "schema");
     json_to_lua(L, lc->conf, ts->array_ref);
     lua_call(L, 2, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, faas, "conf"); /* plugins see it through the read-only faas */
     lua_getfield(L, prelude, "readonly");
     lua_insert(L, -2);
     lua_pushliteral(L, "conf");
     lua_call(L, 2, 1);
     int conf = lua_gettop(L);
-    lua_getfield(L, env, "faas"); /* through __index: the API table's faas */
-    lua_pushvalue(L, conf);
-    lua_setfield(L, -2, "conf");
-    lua_pop(L, 1);
     if (hooks & (1u << HOOK_INIT)) {
         lua_getfield(L, t, "init");
         lua_pushvalue(L, conf);

@@ -51,6 +51,15 @@ check("conf is read-only with defaults filled", function()
     and not pcall(function() c.nested.k = "w" end)
     and c.limit == 3 and c.nested.k == "v" and getmetatable(c) == false
 end)
+check("faas is read-only", function()
+  local n = 0
+  for k, v in pairs(faas.conf) do n = n + 1 end
+  return not pcall(function() faas.now = print end)
+    and not pcall(function() faas.json.encode = print end)
+    and not pcall(function() faas.counter.incr = print end)
+    and type(faas.now()) == "number" and n == 4 and #faas.conf.list == 2
+    and faas.plugin == "sandbox_spec" and faas.json.null ~= nil
+end)
 check("require loads lua_dir modules once", function()
   local t = require "textutil"
   return type(t.trim) == "function" and require("textutil") == t
@@ -95,6 +104,7 @@ return {
   schema = {
     limit = {type = "integer", required = true, min = 1, max = 10},
     nested = {type = "table"},
+    list = {type = "table", items = "string"},
     with_default = {type = "string", default = "d"},
   },
   validate_execution = function(req, ctx)

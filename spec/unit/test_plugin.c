@@ -651,7 +651,7 @@ TEST("fail_open continues past a failing plugin, fail closed stops")
 
 TEST("sandbox spec passes inside the host")
 {
-    plugin_host_t *h = host1(SPEC_DIR, "sandbox_spec", "{\"limit\":3,\"nested\":{\"k\":\"v\"}}");
+    plugin_host_t *h = host1(SPEC_DIR, "sandbox_spec", "{\"limit\":3,\"nested\":{\"k\":\"v\"},\"list\":[\"a\",\"b\"]}");
     CHECK(h != NULL);
     if (!h)
         return;
