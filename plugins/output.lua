@@ -41,8 +41,9 @@ return {
     result.stdout, cut2 = clean(result.stdout)
     if cut1 or cut2 then result.output_truncated = true end
     if conf.parse_json and type(result.result) == "string" and result.result ~= "" then
-      local v = faas.json.decode(result.result)
-      if v ~= nil then result.json = v end
+      -- a huge document may not fit the memory cap: then there is just no `json` field
+      local ok, v = pcall(faas.json.decode, result.result)
+      if ok and v ~= nil then result.json = v end
     end
     return result
   end,
