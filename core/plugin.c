@@ -580,6 +580,11 @@ static int l_load(lua_State *L)
         return 2;
     }
     const char *s = lua_tolstring(L, 1, &len);
+    if (len > SOURCE_MAX) { /* the parser runs in C, out of reach of the instruction budget */
+        lua_pushnil(L);
+        lua_pushliteral(L, "load: chunk too large");
+        return 2;
+    }
     const char *name = luaL_optstring(L, 2, "=(load)");
     const char *mode = luaL_optstring(L, 3, "t");
     if (!strchr(mode, 't')) {
