@@ -1,0 +1,1 @@
+return {name = "bad_syntax", version = "1.0.0",

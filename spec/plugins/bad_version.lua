@@ -1,0 +1,1 @@
+return {name = "bad_version", version = "1.0", priority = 1}
