@@ -445,7 +445,8 @@ static void lex(srcmap_t *m, const char *src, size_t len)
             while (p < end && (isalnum((unsigned char)*p) || *p == '_'))
                 p++;
             tok_push(m, T_NAME, s, (size_t)(p - s), line);
-        } else if (isdigit((unsigned char)c) || (c == '.' && p + 1 < end && isdigit((unsigned char)p[1]))) {
+        } else if (isdigit((unsigned char)c) ||
+                   (c == '.' && p + 1 < end && isdigit((unsigned char)p[1]))) {
             const char *s = p;
             while (p < end) {
                 if ((*p == 'e' || *p == 'E' || *p == 'p' || *p == 'P') && p + 1 < end &&
@@ -748,14 +749,34 @@ static int l_env(lua_State *L)
 static int l_load(lua_State *L)
 {
     int n = lua_gettop(L);
+    if (n < 2)
+        lua_settop(L, 2);
+    int base = lua_gettop(L);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_pushvalue(L, 1);
     lua_pushvalue(L, 2);
     lua_pushliteral(L, "t");
-    if (n >= 4)
+    if (n >= 4) /* an explicit env, even nil */
         lua_pushvalue(L, 4);
     lua_call(L, n >= 4 ? 4 : 3, LUA_MULTRET);
-    return lua_gettop(L) - n;
+    return lua_gettop(L) - base;
+}
+
+/* setmetatable() refusing __gc: Lua runs finalizers with hooks off, so one that loops could
+ * never be stopped (an object is only finalized if __gc is there when the metatable is set). */
+static int l_setmetatable(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        if (lua_rawget(L, 2) != LUA_TNIL)
+            return luaL_error(L, "__gc metamethods are not allowed in the config");
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 2);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, 2, 1);
+    return 1;
 }
 
 /* print() goes to the log, never to stdout (where config_print may be writing). */
@@ -789,6 +810,9 @@ static void open_sandbox(lua_State *L)
     lua_getfield(L, -1, "load");
     lua_pushcclosure(L, l_load, 1);
     lua_setfield(L, -2, "load");
+    lua_getfield(L, -1, "setmetatable");
+    lua_pushcclosure(L, l_setmetatable, 1);
+    lua_setfield(L, -2, "setmetatable");
     lua_pushcfunction(L, l_print);
     lua_setfield(L, -2, "print");
     lua_pushcfunction(L, l_env);
@@ -1247,7 +1271,8 @@ static cJSON *table_to_json(load_t *c, lua_State *L, int idx, const char *path, 
         }
         goto done;
     }
-    qsort(keys, count, sizeof *keys, jkey_cmp);
+    if (count > 1)
+        qsort(keys, count, sizeof *keys, jkey_cmp);
     out = jcheck(cJSON_CreateObject());
     for (size_t i = 0; i < count; i++) {
         if (i > 0 && strcmp(keys[i].name, keys[i - 1].name) == 0) {
@@ -1789,7 +1814,7 @@ check:
     rc = 0;
 done:
     if (L)
-        lua_close(L); /* with the hook still armed: a hostile __gc cannot run forever */
+        lua_close(L); /* no finalizers can exist (see l_setmetatable) */
     srcmap_free(&c.map);
     free(src);
     free(chunkname);
