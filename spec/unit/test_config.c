@@ -15,8 +15,7 @@
 static char tmpdir[256];
 static int nfile;
 
-static int setup(void)
-{
+static int setup(void) {
     char tmpl[] = "/tmp/faas-config-XXXXXX";
     if (!mkdtemp(tmpl))
         return -1;
@@ -26,8 +25,7 @@ static int setup(void)
     return 0;
 }
 
-static void teardown(void)
-{
+static void teardown(void) {
     char *cmd = xasprintf("rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)
         fprintf(stderr, "cannot remove '%s'\n", tmpdir);
@@ -35,8 +33,7 @@ static void teardown(void)
 }
 
 /* Writes `text` to a fresh file "c<N>.lua" in the temp dir; returns its path (static). */
-static const char *write_config(const char *text)
-{
+static const char *write_config(const char *text) {
     static char path[512];
     snprintf(path, sizeof path, "%s/c%d.lua", tmpdir, ++nfile);
     FILE *f = fopen(path, "w");
@@ -48,14 +45,12 @@ static const char *write_config(const char *text)
 }
 
 /* Loads `text` (not requiring the secret); returns config_load's result. */
-static int load_text(config_t *cfg, const char *text, char *err, size_t errlen)
-{
+static int load_text(config_t *cfg, const char *text, char *err, size_t errlen) {
     return config_load(cfg, write_config(text), false, err, errlen);
 }
 
 /* The error of loading `text`, or "" when it loaded. */
-static const char *error_of(const char *text)
-{
+static const char *error_of(const char *text) {
     static char err[512];
     config_t cfg;
     if (load_text(&cfg, text, err, sizeof err) == 0) {
@@ -65,8 +60,7 @@ static const char *error_of(const char *text)
     return err;
 }
 
-static bool contains(const char *hay, const char *needle)
-{
+static bool contains(const char *hay, const char *needle) {
     bool ok = hay && strstr(hay, needle);
     if (!ok)
         fprintf(stderr, "  expected '%s' in '%s'\n", needle, hay ? hay : "(null)");
@@ -74,8 +68,7 @@ static bool contains(const char *hay, const char *needle)
 }
 
 /* Prints `cfg` into a string the caller frees. */
-static char *print_to_string(const config_t *cfg)
-{
+static char *print_to_string(const config_t *cfg) {
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
@@ -84,8 +77,7 @@ static char *print_to_string(const config_t *cfg)
     return text;
 }
 
-TEST("loads the shipped config.lua with the secret from the environment")
-{
+TEST("loads the shipped config.lua with the secret from the environment") {
     setenv("FAAS_JWT_SECRET", SECRET, 1);
     config_t cfg;
     char err[512] = "";
@@ -100,7 +92,8 @@ TEST("loads the shipped config.lua with the secret from the environment")
     CHECK_STR(cfg.worker.pull_policy, "if-missing");
     CHECK_INT(cfg.plugins.count, 4);
     CHECK_STR(cfg.plugins.list[0].name, "image_policy");
-    CHECK_STR(cfg.plugins.list[0].conf_json, "{\"allow\":[\".*\"],\"deny\":{},\"require_tag\":false}");
+    CHECK_STR(cfg.plugins.list[0].conf_json,
+              "{\"allow\":[\".*\"],\"deny\":{},\"require_tag\":false}");
     CHECK_STR(cfg.plugins.list[1].name, "input_limits");
     CHECK_STR(cfg.plugins.list[1].conf_json, "{\"max_bytes\":1048576,\"require_json\":false}");
     CHECK_STR(cfg.plugins.list[2].name, "quota");
@@ -114,8 +107,7 @@ TEST("loads the shipped config.lua with the secret from the environment")
     unsetenv("FAAS_JWT_SECRET");
 }
 
-TEST("the shipped config.lua restates every built-in default")
-{
+TEST("the shipped config.lua restates every built-in default") {
     setenv("FAAS_JWT_SECRET", SECRET, 1);
     config_t cfg, def;
     char err[512] = "";
@@ -165,8 +157,7 @@ TEST("the shipped config.lua restates every built-in default")
     unsetenv("FAAS_JWT_SECRET");
 }
 
-TEST("an empty file gives exactly the defaults")
-{
+TEST("an empty file gives exactly the defaults") {
     config_t cfg, def;
     char err[512] = "";
     CHECK_INT(load_text(&cfg, "", err, sizeof err), 0);
@@ -185,16 +176,14 @@ TEST("an empty file gives exactly the defaults")
     config_free(&cfg);
 }
 
-TEST("names an unknown top-level key with file and line")
-{
+TEST("names an unknown top-level key with file and line") {
     config_t cfg;
     char err[512] = "";
     CHECK_INT(config_load(&cfg, FIX "unknown_top.lua", false, err, sizeof err), -1);
     CHECK_STR(err, FIX "unknown_top.lua:4: unknown key 'srever'");
 }
 
-TEST("names a nested unknown key with its full path and line")
-{
+TEST("names a nested unknown key with its full path and line") {
     config_t cfg;
     char err[512] = "";
     CHECK_INT(config_load(&cfg, FIX "nested_unknown.lua", false, err, sizeof err), -1);
@@ -203,22 +192,19 @@ TEST("names a nested unknown key with its full path and line")
                    ":3: unknown key 'server.prot'"));
 }
 
-TEST("names an unknown key set by a dotted assignment")
-{
+TEST("names an unknown key set by a dotted assignment") {
     CHECK(contains(error_of("server.port = 9000\n\nserver.cors.origin = { 'x' }\n"),
                    ":3: unknown key 'server.cors.origin'"));
     CHECK(contains(error_of("helper = 1\n"), ":1: unknown key 'helper'"));
 }
 
-TEST("finds the line of an unknown key built in a loop")
-{
+TEST("finds the line of an unknown key built in a loop") {
     const char *e = error_of("local extra = {}\nfor _, k in ipairs({'a'}) do extra.bogus = 1 end\n"
                              "\nlimits = extra\n");
     CHECK(contains(e, ":4: unknown key 'limits.bogus'"));
 }
 
-TEST("reports a wrong type with the key and its line")
-{
+TEST("reports a wrong type with the key and its line") {
     config_t cfg;
     char err[512] = "";
     CHECK_INT(config_load(&cfg, FIX "wrong_type.lua", false, err, sizeof err), -1);
@@ -230,46 +216,48 @@ TEST("reports a wrong type with the key and its line")
     CHECK(contains(error_of("server = { threads = 2.5 }"), "'server.threads' must be an integer"));
 }
 
-TEST("rejects out-of-range ports and thread counts")
-{
+TEST("rejects out-of-range ports and thread counts") {
     CHECK(contains(error_of("server = {\n port = 70000 }"),
                    ":2: 'server.port' must be between 0 and 65535"));
     CHECK(contains(error_of("server = { port = -1 }"), "'server.port' must be between"));
     CHECK(contains(error_of("worker = { port = 65536 }"), "'worker.port' must be between"));
-    CHECK(contains(error_of("server = { threads = 0 }"), "'server.threads' must be between 1 and 256"));
+    CHECK(contains(error_of("server = { threads = 0 }"),
+                   "'server.threads' must be between 1 and 256"));
     CHECK(contains(error_of("server = { threads = 257 }"), "'server.threads' must be between"));
     CHECK_STR(error_of("server = { port = 0, threads = 256 }"), "");
     CHECK_STR(error_of("server = { port = 65535.0, threads = 1 }"), "");
 }
 
-TEST("rejects a limit default above its max, and limits that are not positive")
-{
-    CHECK(contains(error_of("limits = {\n  timeout = { default = 400, max = 300 },\n}"),
-                   ":2: 'limits.timeout.default' (400) must not be above 'limits.timeout.max' (300)"));
+TEST("rejects a limit default above its max, and limits that are not positive") {
+    CHECK(contains(
+        error_of("limits = {\n  timeout = { default = 400, max = 300 },\n}"),
+        ":2: 'limits.timeout.default' (400) must not be above 'limits.timeout.max' (300)"));
     CHECK(contains(error_of("limits = { memory = { default = '2g' } }"),
                    "'limits.memory.default' (2g) must not be above 'limits.memory.max' (1g)"));
     CHECK(contains(error_of("limits = { cpus = { default = 0 } }"),
                    "'limits.cpus.default' must be between 0.01 and 1024 CPUs"));
-    CHECK(contains(error_of("limits = { timeout = { max = -1 } }"), "'limits.timeout.max' must be"));
+    CHECK(
+        contains(error_of("limits = { timeout = { max = -1 } }"), "'limits.timeout.max' must be"));
     CHECK(contains(error_of("limits = { timeout = 30 }"), "'limits.timeout' must be a table"));
     config_t cfg;
     char err[512];
-    CHECK_INT(load_text(&cfg, "limits = { timeout = { default = 300, max = 300 } }", err, sizeof err), 0);
+    CHECK_INT(
+        load_text(&cfg, "limits = { timeout = { default = 300, max = 300 } }", err, sizeof err), 0);
     CHECK_INT(cfg.limits.timeout_ms.def, 300000);
     config_free(&cfg);
 }
 
-TEST("accepts sizes as byte counts and unit strings")
-{
+TEST("accepts sizes as byte counts and unit strings") {
     config_t cfg;
     char err[512] = "";
-    CHECK_INT(load_text(&cfg,
-                        "server = { body_limit = 2048 }\n"
-                        "limits = { memory = { default = '256m', max = 2147483648 }, tmpfs = '1.5k',"
-                        " input = '64K' }\n"
-                        "plugins = { memory_limit = 4 * 1024 * 1024 }\n",
-                        err, sizeof err),
-              0);
+    CHECK_INT(
+        load_text(&cfg,
+                  "server = { body_limit = 2048 }\n"
+                  "limits = { memory = { default = '256m', max = 2147483648 }, tmpfs = '1.5k',"
+                  " input = '64K' }\n"
+                  "plugins = { memory_limit = 4 * 1024 * 1024 }\n",
+                  err, sizeof err),
+        0);
     CHECK_STR(err, "");
     CHECK_INT(cfg.server.body_limit, 2048);
     CHECK_INT(cfg.limits.memory.def, 256LL << 20);
@@ -278,15 +266,17 @@ TEST("accepts sizes as byte counts and unit strings")
     CHECK_INT(cfg.limits.input_max, 64 << 10);
     CHECK_INT(cfg.plugins.memory_limit, 4 << 20);
     config_free(&cfg);
-    CHECK(contains(error_of("server = { body_limit = '12x' }"), "'server.body_limit' must be a size"));
-    CHECK(contains(error_of("server = { body_limit = 1.5 }"), "'server.body_limit' must be a size"));
-    CHECK(contains(error_of("server = { body_limit = true }"), "'server.body_limit' must be a size"));
+    CHECK(contains(error_of("server = { body_limit = '12x' }"),
+                   "'server.body_limit' must be a size"));
+    CHECK(
+        contains(error_of("server = { body_limit = 1.5 }"), "'server.body_limit' must be a size"));
+    CHECK(
+        contains(error_of("server = { body_limit = true }"), "'server.body_limit' must be a size"));
     CHECK(contains(error_of("auth = { argon2_memory = '8m' }"),
                    "'auth.argon2_memory' must be between 19m and 4g"));
 }
 
-TEST("converts durations in seconds to milliseconds and cpus to nano-cpus")
-{
+TEST("converts durations in seconds to milliseconds and cpus to nano-cpus") {
     config_t cfg;
     char err[512] = "";
     CHECK_INT(load_text(&cfg,
@@ -306,23 +296,26 @@ TEST("converts durations in seconds to milliseconds and cpus to nano-cpus")
     CHECK(contains(error_of("store = { timeout = 2.5 }"), "'store.timeout' must be an integer"));
     CHECK(contains(error_of("server = { sync_wait = '30s' }"),
                    "'server.sync_wait' must be a number of seconds"));
-    CHECK(contains(error_of("nats = { ack_wait = 0 }"), "'nats.ack_wait' must be between 1 and 86400 seconds"));
+    CHECK(contains(error_of("nats = { ack_wait = 0 }"),
+                   "'nats.ack_wait' must be between 1 and 86400 seconds"));
 }
 
-TEST("checks enums and names")
-{
+TEST("checks enums and names") {
     CHECK(contains(error_of("worker = { pull_policy = 'sometimes' }"),
                    "'worker.pull_policy' must be one of \"never\", \"if-missing\", \"always\""));
     CHECK(contains(error_of("store = { driver = 'postgres' }"), "'store.driver' must be one of"));
     CHECK(contains(error_of("log = { level = 'trace' }"), "'log.level' must be one of"));
     CHECK(contains(error_of("nats = { stream = 'A.B' }"), "'nats.stream' may contain only"));
-    CHECK(contains(error_of("nats = { subject = 'functions.*' }"), "'nats.subject' must be a NATS subject"));
-    CHECK(contains(error_of("worker = { docker_api = '1.41' }"), "'worker.docker_api' must look like"));
+    CHECK(contains(error_of("nats = { subject = 'functions.*' }"),
+                   "'nats.subject' must be a NATS subject"));
+    CHECK(contains(error_of("worker = { docker_api = '1.41' }"),
+                   "'worker.docker_api' must look like"));
     CHECK(contains(error_of("store = { path = '' }"), "'store.path' must not be empty"));
     config_t cfg;
     char err[512];
-    CHECK_INT(load_text(&cfg, "store = { driver = 'mongodb' }\nlog = { level = 'debug' }\n"
-                              "worker = { pull_policy = 'never', id = 'w-1.a_b' }",
+    CHECK_INT(load_text(&cfg,
+                        "store = { driver = 'mongodb' }\nlog = { level = 'debug' }\n"
+                        "worker = { pull_policy = 'never', id = 'w-1.a_b' }",
                         err, sizeof err),
               0);
     CHECK_STR(cfg.store.driver, "mongodb");
@@ -332,15 +325,13 @@ TEST("checks enums and names")
     config_free(&cfg);
 }
 
-TEST("limits.input must fit in a NATS message once base64-encoded")
-{
+TEST("limits.input must fit in a NATS message once base64-encoded") {
     CHECK(contains(error_of("limits = { input = '7m' }"),
                    "'limits.input' (7m) does not fit base64-encoded in 'nats.max_payload' (8m)"));
     CHECK_STR(error_of("limits = { input = '7m' }\nnats = { max_payload = '16m' }"), "");
 }
 
-TEST("env() reads the environment, with an optional default")
-{
+TEST("env() reads the environment, with an optional default") {
     setenv("FAAS_TEST_PORT", "9999", 1);
     unsetenv("FAAS_TEST_UNSET");
     config_t cfg;
@@ -359,8 +350,7 @@ TEST("env() reads the environment, with an optional default")
     unsetenv("FAAS_TEST_PORT");
 }
 
-TEST("a missing secret is an error only when the secret is required")
-{
+TEST("a missing secret is an error only when the secret is required") {
     unsetenv("FAAS_JWT_SECRET");
     config_t cfg;
     char err[512] = "";
@@ -372,8 +362,7 @@ TEST("a missing secret is an error only when the secret is required")
     config_free(&cfg);
 }
 
-TEST("falls back to FAAS_JWT_SECRET only when the file leaves the secret unset")
-{
+TEST("falls back to FAAS_JWT_SECRET only when the file leaves the secret unset") {
     setenv("FAAS_JWT_SECRET", SECRET, 1);
     config_t cfg;
     char err[512] = "";
@@ -387,8 +376,7 @@ TEST("falls back to FAAS_JWT_SECRET only when the file leaves the secret unset")
     unsetenv("FAAS_JWT_SECRET");
 }
 
-TEST("rejects a secret shorter than 32 bytes")
-{
+TEST("rejects a secret shorter than 32 bytes") {
     config_t cfg;
     char err[512] = "";
     const char *path = write_config("\nauth = { jwt_secret = 'short' }\n");
@@ -403,23 +391,20 @@ TEST("rejects a secret shorter than 32 bytes")
     unsetenv("FAAS_JWT_SECRET");
 }
 
-TEST("stops a config that never ends, even one that catches errors")
-{
+TEST("stops a config that never ends, even one that catches errors") {
     CHECK(contains(error_of("server = {}\nwhile true do end\n"), ":2: config ran too long"));
     CHECK(contains(error_of("while true do pcall(function() while true do end end) end"),
                    "config ran too long"));
     CHECK(contains(error_of("local function f() return f() end\nf()"), "config ran too long"));
 }
 
-TEST("stops a config that allocates too much memory")
-{
+TEST("stops a config that allocates too much memory") {
     CHECK(contains(error_of("local s = string.rep('x', 2^30)"), "config uses too much memory"));
     CHECK(contains(error_of("local t = {} for i = 1, 1e9 do t[i] = {i} end"), ": config"));
     CHECK(contains(error_of("local s = 'x' while true do s = s .. s end"), "too much memory"));
 }
 
-TEST("offers no io, os, require, dofile or bytecode")
-{
+TEST("offers no io, os, require, dofile or bytecode") {
     CHECK(contains(error_of("os.execute('touch /tmp/faas-config-pwned')"), "global 'os'"));
     CHECK(contains(error_of("local f = io.open('/etc/passwd')"), "global 'io'"));
     CHECK(contains(error_of("require('os')"), "global 'require'"));
@@ -433,8 +418,7 @@ TEST("offers no io, os, require, dofile or bytecode")
     CHECK(access("/tmp/faas-config-pwned", F_OK) != 0);
 }
 
-TEST("refuses finalizers, which Lua would run out of reach of the instruction budget")
-{
+TEST("refuses finalizers, which Lua would run out of reach of the instruction budget") {
     config_t cfg;
     char err[512] = "";
     CHECK_INT(config_load(&cfg, FIX "hostile_gc.lua", false, err, sizeof err), -1);
@@ -445,8 +429,7 @@ TEST("refuses finalizers, which Lua would run out of reach of the instruction bu
               "");
 }
 
-TEST("reports syntax and runtime errors with their line")
-{
+TEST("reports syntax and runtime errors with their line") {
     CHECK(contains(error_of("server = {\n  port = ,\n}\n"), ":2: unexpected symbol"));
     CHECK(contains(error_of("server = {}\nerror('boom')\n"), ":2: boom"));
     CHECK(contains(error_of("return 5"), "must assign globals or return a table, not a number"));
@@ -456,23 +439,24 @@ TEST("reports syntax and runtime errors with their line")
     CHECK_STR(err, "cannot open '/nonexistent/config.lua': No such file or directory");
 }
 
-TEST("accepts a chunk that returns the configuration table")
-{
+TEST("accepts a chunk that returns the configuration table") {
     config_t cfg;
     char err[512] = "";
     CHECK_INT(config_load(&cfg, FIX "return_table.lua", false, err, sizeof err), -1);
     CHECK_STR(err, FIX "return_table.lua:10: unknown key 'plugins.enabled[2].sure'");
-    CHECK_INT(load_text(&cfg, "local port = 9001\nreturn { server = { port = port }, log = { level = 'warn' } }",
-                        err, sizeof err),
-              0);
+    CHECK_INT(
+        load_text(
+            &cfg,
+            "local port = 9001\nreturn { server = { port = port }, log = { level = 'warn' } }", err,
+            sizeof err),
+        0);
     CHECK_INT(cfg.server.port, 9001);
     CHECK_STR(cfg.log_level, "warn");
     CHECK_INT(cfg.server.threads, 4);
     config_free(&cfg);
 }
 
-TEST("patches single defaults through dotted assignments")
-{
+TEST("patches single defaults through dotted assignments") {
     config_t cfg;
     char err[512] = "";
     CHECK_INT(load_text(&cfg,
@@ -493,8 +477,7 @@ TEST("patches single defaults through dotted assignments")
     config_free(&cfg);
 }
 
-TEST("plugin entries may be names or tables, with conf converted to JSON")
-{
+TEST("plugin entries may be names or tables, with conf converted to JSON") {
     config_t cfg;
     char err[512] = "";
     CHECK_INT(config_load(&cfg, FIX "plugins.lua", false, err, sizeof err), 0);
@@ -514,12 +497,12 @@ TEST("plugin entries may be names or tables, with conf converted to JSON")
     config_free(&cfg);
 }
 
-TEST("rejects plugin conf that JSON cannot carry")
-{
+TEST("rejects plugin conf that JSON cannot carry") {
     CHECK(contains(error_of("plugins = { enabled = {\n { name = 'q', conf = { f = print } } } }"),
                    ":2: 'plugins.enabled[1].conf.f' is a function, which cannot be converted"));
-    CHECK(contains(error_of("local t = {}\nt.t = t\nplugins = { enabled = { { name = 'q', conf = t } } }"),
-                   "nested too deeply (or refers to itself)"));
+    CHECK(contains(
+        error_of("local t = {}\nt.t = t\nplugins = { enabled = { { name = 'q', conf = t } } }"),
+        "nested too deeply (or refers to itself)"));
     CHECK(contains(error_of("plugins = { enabled = { { name = 'q', conf = { x = 0/0 } } } }"),
                    "'plugins.enabled[1].conf.x' must be a finite number"));
     CHECK(contains(error_of("plugins = { enabled = { { name = 'q', conf = { x = '\\xff' } } } }"),
@@ -528,30 +511,33 @@ TEST("rejects plugin conf that JSON cannot carry")
                    "'plugins.enabled[1].conf' must be a table"));
 }
 
-TEST("rejects bad plugin names, duplicates and unknown entry keys")
-{
+TEST("rejects bad plugin names, duplicates and unknown entry keys") {
     CHECK(contains(error_of("plugins = { enabled = { 'Quota' } }"),
                    "'plugins.enabled[1]' must be a plugin name matching [a-z0-9_]+"));
     CHECK(contains(error_of("plugins = { enabled = { 'ok', { name = '../x' } } }"),
                    "'plugins.enabled[2].name' must be a plugin name"));
     CHECK(contains(error_of("plugins = { enabled = { '' } }"), "must be a plugin name"));
-    CHECK(contains(error_of("plugins = { enabled = { { conf = {} } } }"), "'plugins.enabled[1]' has no name"));
-    CHECK(contains(error_of("plugins = { enabled = { 'a', 'a' } }"), "plugin 'a' is enabled twice"));
+    CHECK(contains(error_of("plugins = { enabled = { { conf = {} } } }"),
+                   "'plugins.enabled[1]' has no name"));
+    CHECK(
+        contains(error_of("plugins = { enabled = { 'a', 'a' } }"), "plugin 'a' is enabled twice"));
     CHECK(contains(error_of("plugins = { enabled = {\n  { name = 'a',\n    confg = {} } } }"),
                    ":3: unknown key 'plugins.enabled[1].confg'"));
-    CHECK(contains(error_of("plugins = { enabled = { x = 'a' } }"), "unknown key 'plugins.enabled.x'"));
-    CHECK(contains(error_of("plugins = { enabled = { 'a', nil, 'b' } }"), "'plugins.enabled[2]' is nil"));
+    CHECK(contains(error_of("plugins = { enabled = { x = 'a' } }"),
+                   "unknown key 'plugins.enabled.x'"));
+    CHECK(contains(error_of("plugins = { enabled = { 'a', nil, 'b' } }"),
+                   "'plugins.enabled[2]' is nil"));
 }
 
-TEST("config_print output re-loads to the same values with secrets masked")
-{
+TEST("config_print output re-loads to the same values with secrets masked") {
     setenv("FAAS_JWT_SECRET", SECRET, 1);
     config_t a, b;
     char err[512] = "";
     const char *path = write_config(
         "server = { listen = '0.0.0.0', port = 8088, sync_wait = 2.5, cors = { enabled = true,"
         " origins = { 'https://a.example', 'quote\"and\\\\back' } } }\n"
-        "store = { driver = 'mongodb', uri = 'mongodb://app:s3cr3t@db:27017/faas?authSource=admin' }\n"
+        "store = { driver = 'mongodb', uri = 'mongodb://app:s3cr3t@db:27017/faas?authSource=admin' "
+        "}\n"
         "nats = { url = 'nats://tok3n@127.0.0.1:4222' }\n"
         "limits = { cpus = { default = 0.123456789, max = 3 }, timeout = { default = 0.001 } }\n"
         "plugins = { enabled = { 'output', { name = 'quota', fail_open = true,"
@@ -599,8 +585,7 @@ TEST("config_print output re-loads to the same values with secrets masked")
     config_free(&b);
 }
 
-TEST("config_print prints an unset secret as nil")
-{
+TEST("config_print prints an unset secret as nil") {
     unsetenv("FAAS_JWT_SECRET");
     config_t cfg;
     config_defaults(&cfg);
