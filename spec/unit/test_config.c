@@ -176,6 +176,22 @@ TEST("an empty file gives exactly the defaults") {
     config_free(&cfg);
 }
 
+TEST("without a file, checks the defaults and the environment's secret") {
+    config_t cfg, def;
+    char err[512] = "";
+    unsetenv("FAAS_JWT_SECRET");
+    CHECK_INT(config_load(&cfg, NULL, true, err, sizeof err), -1);
+    CHECK(contains(err, "auth.jwt_secret must be at least 32 bytes"));
+    setenv("FAAS_JWT_SECRET", SECRET, 1);
+    CHECK_INT(config_load(&cfg, NULL, true, err, sizeof err), 0);
+    CHECK_STR(cfg.auth.jwt_secret, SECRET);
+    config_defaults(&def);
+    str_copy(def.auth.jwt_secret, sizeof def.auth.jwt_secret, SECRET);
+    CHECK(memcmp(&cfg, &def, sizeof def) == 0);
+    config_free(&cfg);
+    unsetenv("FAAS_JWT_SECRET");
+}
+
 TEST("names an unknown top-level key with file and line") {
     config_t cfg;
     char err[512] = "";
