@@ -110,17 +110,25 @@ typedef struct {
     char log_level[16]; /* log.level, "info" */
 } config_t;
 
-/* Fills `cfg` with the built-in defaults (what an empty config.lua gives). */
+/* Fills `cfg` with the built-in defaults (what an empty config.lua gives). Allocates
+ * nothing; worker.id becomes "<hostname>-<pid>". */
 void config_defaults(config_t *cfg);
 
 /* Loads `path` over the defaults. Returns 0, or -1 with "file:line: message" in `err`.
  * Unknown keys, wrong types and out-of-range values are errors. The caller frees with
- * config_free(). `require_secret`: the JWT secret must be set and >= 32 bytes. */
+ * config_free(). `require_secret`: the JWT secret must be set and >= 32 bytes.
+ * When the file does not set auth.jwt_secret, it comes from getenv("FAAS_JWT_SECRET").
+ * `path` NULL: no file, the defaults (plus that environment variable) are checked.
+ * `cfg` is output only; on failure it holds the defaults (nothing to free).
+ * Thread-safe (no global state; reads the environment). */
 int config_load(config_t *cfg, const char *path, bool require_secret, char *err, size_t errlen);
 
-/* Prints the effective configuration as Lua, secrets masked. */
+/* Prints the effective configuration as Lua that config_load() reads back to the same
+ * values, except secrets: auth.jwt_secret prints as "***" (nil when unset) and a password
+ * in store.uri / nats.url as "***". */
 void config_print(const config_t *cfg, FILE *out);
 
+/* Frees the plugins' conf_json strings; `cfg` then holds no plugins. NULL is a no-op. */
 void config_free(config_t *cfg);
 
 #endif
