@@ -8,7 +8,7 @@
 --
 -- Units: sizes are bytes, given as a number (1048576) or a string with a unit ("512k",
 -- "64m", "1g"). Durations are in seconds (fractions allowed: 0.5) unless the comment says
--- milliseconds (ms). `faas-api --print-config` prints the effective configuration.
+-- milliseconds (ms). `faas-api --check-config` prints the effective configuration.
 
 server = {
     -- Address the REST API listens on. "0.0.0.0" to accept connections from other hosts.
