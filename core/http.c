@@ -1,6 +1,6 @@
 /* The HTTP server: libmicrohttpd (internal thread pool + epoll) behind a small router.
  *
- * One request context (ctx_t) per request, created at the first access callback and freed in
+ * One request context (ctx_t) per request, created when MHD has the request line and freed in
  * one place (ctx_unref) once both MHD is done with it (NOTIFY_COMPLETED) and, if the handler
  * suspended it, the promised http_request_resume() has happened. Every piece of state that
  * more than one thread touches (suspend/resume phase, the pending response, the in-flight
@@ -59,6 +59,8 @@ typedef struct ctx {
     core_t *core;
     struct MHD_Connection *conn; /* NULL once MHD is done with the request */
     char *method, *path;
+    const char *raw_uri_end; /* where the request-target's C string ends in MHD's buffer */
+    bool begun;              /* the access handler has seen it (counted in flight) */
     char *params[4];
     buf_t body;
     int64_t discarded;   /* body bytes dropped after the limit was passed */
@@ -525,6 +527,14 @@ static void request_begin(http_server_t *s, ctx_t *c)
         c->early_status = 414;
         return;
     }
+    /* routes are ASCII literals and hex ids: a '%' (only a kept "%00" or a "%25" can be
+     * left after decoding), a control byte or a non-ASCII byte never matches */
+    for (const unsigned char *p = (const unsigned char *)c->path; *p; p++) {
+        if (*p == '%' || *p < 0x20 || *p >= 0x7f) {
+            c->early_status = 404;
+            return;
+        }
+    }
     char *path = xstrndup(c->path, plen);
     if (plen > 1 && path[plen - 1] == '/')
         path[plen - 1] = '\0';
@@ -583,6 +593,9 @@ static void set_early_response_locked(http_server_t *s, ctx_t *c)
         break;
     case 414:
         set_error_locked(c, 414, "request path too long");
+        break;
+    case 400:
+        set_error_locked(c, 400, "invalid request target");
         break;
     default: {
         char msg[256];
@@ -770,6 +783,26 @@ void http_request_resume(http_request_t *req)
 
 /* ---- MHD callbacks ---- */
 
+/* Called with the raw request-target before MHD splits and decodes it: the request context
+ * starts here so that the access handler can tell whether the target held a NUL byte. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)conn;
+    ctx_t *c = xcalloc(1, sizeof *c);
+    c->raw_uri_end = uri + strlen(uri);
+    return c;
+}
+
+/* libmicrohttpd 0.9.75 keeps the request line in one buffer and ends the target by writing a
+ * NUL over the space before the version, so the version starts right after the target's C
+ * string; a version further on means a NUL byte cut the target short. */
+static bool target_has_nul(const ctx_t *c, const char *version)
+{
+    return c->raw_uri_end && version && version[0] && version > c->raw_uri_end + 1 &&
+           version - c->raw_uri_end < CONN_MEMORY_LIMIT;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version,
                                  const char *upload_data, size_t *upload_data_size,
@@ -777,9 +810,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 {
     http_server_t *s = cls;
     ctx_t *c = *con_cls;
-    (void)version;
-    if (!c) {
-        c = xcalloc(1, sizeof *c);
+    if (!c || !c->begun) {
+        if (!c)
+            c = xcalloc(1, sizeof *c);
+        c->begun = true;
         c->s = s;
         c->core = s->core;
         c->conn = conn;
@@ -797,6 +831,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         pthread_mutex_unlock(&s->core->lock);
         *con_cls = c;
         request_begin(s, c);
+        if (target_has_nul(c, version))
+            c->early_status = 400;
         /* refuse a body we will not read right away (MHD then closes the connection);
          * without a body, wait for the final call to keep the connection alive */
         if (c->early_status && has_body(conn)) {
@@ -880,6 +916,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!c)
         return;
     *con_cls = NULL;
+    if (!c->begun) { /* MHD refused the request before the access handler saw it */
+        free(c);
+        return;
+    }
     double seconds = (double)(time_mono_ns() - c->start_ns) / 1e9;
     if (c->sent_status) /* 0: the client went away (or timed out) before a response */
         metrics_record(s, c, seconds);
@@ -1054,13 +1094,15 @@ http_server_t *http_server_new(const config_server_t *cfg, const http_route_t *r
     errno = 0;
     s->d = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, on_access, s,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, /* first, so it gets every message */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_THREAD_POOL_SIZE, pool,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY_LIMIT,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
         MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, NULL,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+        /* a pool of 1 is refused with a warning: then the single internal thread serves */
+        pool > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, pool,
         MHD_OPTION_END);
     if (!s->d) {
         snprintf(err, errlen, "cannot listen on '%s:%d': %s", cfg->listen, cfg->port,
