@@ -964,6 +964,17 @@ static size_t on_unescape(void *cls, struct MHD_Connection *conn, char *s)
     return (size_t)(w - s);
 }
 
+/* Shutting down: new connections are closed as soon as they are accepted. (This stands in
+ * for MHD_quiesce_daemon(), which in 0.9.75 with a thread pool + epoll can race a worker
+ * removing the listen socket from its epoll set and then abort in MHD_PANIC.) */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    http_server_t *s = cls;
+    (void)addr;
+    (void)addrlen;
+    return __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE) ? MHD_NO : MHD_YES;
+}
+
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
@@ -1093,7 +1104,7 @@ http_server_t *http_server_new(const config_server_t *cfg, const http_route_t *r
     unsigned pool = cfg->threads > 1 ? (unsigned)cfg->threads : 1;
     errno = 0;
     s->d = MHD_start_daemon(
-        flags, (uint16_t)cfg->port, NULL, NULL, on_access, s,
+        flags, (uint16_t)cfg->port, on_accept, s, on_access, s,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, /* first, so it gets every message */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S,
@@ -1145,12 +1156,10 @@ void http_server_free(http_server_t *s)
 {
     if (!s)
         return;
-    MHD_socket lfd = MHD_INVALID_SOCKET;
     if (s->d) {
         pthread_mutex_lock(&s->core->lock);
-        s->stopping = true;
+        __atomic_store_n(&s->stopping, true, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&s->core->lock);
-        lfd = MHD_quiesce_daemon(s->d);
 
         pthread_mutex_lock(&s->core->lock);
         wait_idle_locked(s, s->cfg.shutdown_grace_ms);
@@ -1172,8 +1181,6 @@ void http_server_free(http_server_t *s)
         pthread_mutex_unlock(&s->core->lock);
 
         MHD_stop_daemon(s->d);
-        if (lfd != MHD_INVALID_SOCKET)
-            close(lfd);
     }
     /* the pool drains its queue (each job resumes its request) before the threads end */
     pthread_mutex_lock(&s->plock);

@@ -786,6 +786,45 @@ TEST("graceful shutdown lets an in-flight suspended request finish")
     CHECK(client_connect(c.port) < 0);
 }
 
+static void *free_server(void *arg)
+{
+    http_server_free(arg);
+    return NULL;
+}
+
+TEST("stops taking new connections once shutdown begins but serves the in-flight one")
+{
+    held_reset();
+    config_server_t cfg = base_cfg();
+    char err[256];
+    http_server_t *s = http_server_new(&cfg, routes, NULL, err, sizeof err);
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    static client_t c;
+    c.port = http_server_port(s);
+    str_copy(c.body, sizeof c.body, "kept");
+    pthread_t th, fr;
+    pthread_create(&th, NULL, free_client, &c);
+    CHECK_INT(wait_held(1), 1);
+    pthread_create(&fr, NULL, free_server, s);
+    bool refused = false;
+    for (int i = 0; i < 250 && !refused; i++) { /* until the shutdown is under way */
+        resp_t r;
+        refused = get(c.port, "/ping", NULL, &r) != 0;
+        resp_free(&r);
+        if (!refused)
+            sleep_ms(20);
+    }
+    CHECK(refused);
+    answer_echo(held[0]);
+    pthread_join(fr, NULL);
+    pthread_join(th, NULL);
+    CHECK_INT(c.r.status, 200);
+    CHECK(body_is(&c.r, "kept"));
+    resp_free(&c.r);
+}
+
 TEST("a request still suspended after the grace period gets 503 and a late resume is safe")
 {
     held_reset();
