@@ -22,7 +22,7 @@ struct http_request {
     size_t body_len;
     const char *params[4];   /* route parameters ({id}) in order, NUL-terminated copies */
     int nparams;
-    char request_id[64];     /* X-Request-Id accepted (sanitised) or generated */
+    char request_id[65];     /* X-Request-Id accepted (1..64 of [A-Za-z0-9._-]) or generated */
     char user_id[25];        /* set by the handler once authenticated: goes in the log */
     char execution_id[25];   /* set by the handler when there is one: goes in the log */
     void *app;               /* what http_server_new got */
