@@ -38,8 +38,10 @@ cJSON *api_body_object(http_request_t *req)
         http_respond_error(req, 400, "request body contains a NUL byte");
         return NULL;
     }
+    /* the body is NUL-terminated; cJSON counts that NUL in the length when it must check
+     * that nothing follows the value */
     const char *end = NULL;
-    cJSON *json = cJSON_ParseWithLengthOpts(req->body, req->body_len, &end, 1);
+    cJSON *json = cJSON_ParseWithLengthOpts(req->body, req->body_len + 1, &end, 1);
     if (!json) {
         http_respond_error(req, 400, "malformed JSON");
         return NULL;
