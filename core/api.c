@@ -196,5 +196,13 @@ cJSON *api_execution_json(const store_execution_t *e, bool with_output)
     else
         cJSON_AddNullToObject(o, "worker");
     cJSON_AddNumberToObject(o, "attempts", e->attempts);
+    /* fields postprocess plugins added ("json" from the output plugin, ...) */
+    cJSON *extra = with_output && e->extra_json ? cJSON_Parse(e->extra_json) : NULL;
+    cJSON *item;
+    cJSON_ArrayForEach(item, extra) {
+        if (!cJSON_HasObjectItem(o, item->string))
+            cJSON_AddItemToObject(o, item->string, cJSON_Duplicate(item, 1));
+    }
+    cJSON_Delete(extra);
     return o;
 }

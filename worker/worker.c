@@ -170,6 +170,14 @@ static char *result_message(worker_t *w, const message_request_t *r, const runne
     cJSON *json = cJSON_ParseWithLength(data, *len);
     if (!json)
         return data;
+    /* the exact bytes travel in stdoutB64/stderrB64; when a hook rewrites the text, the
+     * rewritten text must win, so the stale exact copy is dropped below */
+    static const char *const streams[][2] = {{"stdout", "stdoutB64"}, {"stderr", "stderrB64"}};
+    char *before[2];
+    for (int i = 0; i < 2; i++) {
+        const char *t = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(json, streams[i][0]));
+        before[i] = xstrdup(t ? t : "");
+    }
     for (int i = 0; i < w->nhooks; i++)
         if (w->hooks[i].after_run)
             w->hooks[i].after_run(w->hooks[i].arg, json, spec, r);
@@ -195,6 +203,12 @@ static char *result_message(worker_t *w, const message_request_t *r, const runne
             cJSON_Delete(json);
             json = fresh;
         }
+    }
+    for (int i = 0; i < 2; i++) {
+        const char *t = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(json, streams[i][0]));
+        if (!t || strcmp(t, before[i]) != 0)
+            cJSON_DeleteItemFromObjectCaseSensitive(json, streams[i][1]);
+        free(before[i]);
     }
     char *out = cJSON_PrintUnformatted(json);
     cJSON_Delete(json);
