@@ -40,15 +40,15 @@ $(BUILD)/libfaasworker.a: $(WORKER_OBJ)
 
 $(BIN)/faas-api: $(BUILD)/core/main_api.o $(BUILD)/libfaascore.a
 	@mkdir -p $(BIN)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@echo '  LD  $@'; $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BIN)/faas-worker: $(BUILD)/worker/main_worker.o $(BUILD)/libfaasworker.a $(BUILD)/libfaascore.a
 	@mkdir -p $(BIN)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@echo '  LD  $@'; $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/spec/%: spec/unit/%.c spec/unit/t.h $(BUILD)/libfaasworker.a $(BUILD)/libfaascore.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Ispec/unit $(LDFLAGS) -o $@ $< $(BUILD)/libfaasworker.a $(BUILD)/libfaascore.a $(LDLIBS)
+	@echo '  LD  $@'; $(CC) $(CFLAGS) -Ispec/unit $(LDFLAGS) -o $@ $< $(BUILD)/libfaasworker.a $(BUILD)/libfaascore.a $(LDLIBS)
 
 # Installs the Debian packages the build and the tests need (root), or says how.
 deps:
