@@ -16,6 +16,8 @@ override CFLAGS += $(SAN)
 override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE \
            -Icore -Iworker $(PKG_CFLAGS)
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
+# each binary maps only the libraries it calls (the worker needs no SQLite or MongoDB)
+LDFLAGS += -Wl,--as-needed
 BIN     ?= bin
 
 CORE_SRC   := $(filter-out core/main_api.c,$(wildcard core/*.c))
