@@ -271,6 +271,16 @@ static void handle(slot_t *slot, docker_t *d, bus_msg_t *m)
         res.exit_code = -1;
         res.duration_ms = -1;
     } else {
+        cJSON *n = cJSON_CreateObject();
+        cJSON_AddStringToObject(n, "executionId", r.execution_id);
+        cJSON_AddStringToObject(n, "worker", cfg->worker.id);
+        cJSON_AddNumberToObject(n, "startedAt", (double)time_now_ms());
+        cJSON_AddNumberToObject(n, "attempt", attempt);
+        char *notice = cJSON_PrintUnformatted(n);
+        cJSON_Delete(n);
+        if (notice)
+            bus_started_publish(w->bus, r.execution_id, notice, strlen(notice));
+        free(notice);
         runner_run(d, cfg->worker.docker_socket, cfg->worker.docker_api, &spec, &res, true,
                    keepalive, m);
     }
