@@ -18,7 +18,6 @@ typedef struct api_waits api_waits_t;
 
 typedef struct {
     config_t cfg;
-    pthread_rwlock_t cfg_lock; /* plugins reload (SIGHUP) swaps cfg.plugins under it */
     store_t *store;
     bus_t *bus;
     plugin_host_t *plugins;

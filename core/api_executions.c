@@ -67,7 +67,8 @@ static void respond_execution(http_request_t *req, const store_execution_t *e, i
     }
 }
 
-static void respond_still_running(http_request_t *req, const char *execution_id)
+/* 202 with the execution's Location: async requests, and sync ones past the wait limit. */
+static void respond_accepted(http_request_t *req, const char *execution_id, const char *message)
 {
     char loc[128];
     snprintf(loc, sizeof loc, "/api/v1/executions/%s", execution_id);
@@ -75,7 +76,8 @@ static void respond_still_running(http_request_t *req, const char *execution_id)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "executionId", execution_id);
     cJSON_AddStringToObject(o, "status", "queued");
-    cJSON_AddStringToObject(o, "message", "the execution is still running: poll its Location");
+    if (message)
+        cJSON_AddStringToObject(o, "message", message);
     http_respond_json(req, 202, o);
 }
 
@@ -111,7 +113,8 @@ static void *sweeper_main(void *arg)
                 int expected = WAIT_PENDING;
                 if (atomic_compare_exchange_strong(&w->state, &expected, WAIT_DONE)) {
                     atomic_fetch_add(&w->app->exec_sync_timeouts, 1);
-                    respond_still_running(w->req, w->execution_id);
+                    respond_accepted(w->req, w->execution_id,
+                                     "the execution is still running: poll its Location");
                     http_request_resume(w->req);
                 }
             } else if (w->deadline_ns < next) {
@@ -292,13 +295,7 @@ int api_execution_create(http_request_t *req)
     }
     atomic_fetch_add(&app->exec_accepted, 1);
     if (is_async) {
-        char loc[128];
-        snprintf(loc, sizeof loc, "/api/v1/executions/%s", execution_id);
-        http_response_header(req, "Location", loc);
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "executionId", execution_id);
-        cJSON_AddStringToObject(o, "status", "queued");
-        http_respond_json(req, 202, o);
+        respond_accepted(req, execution_id, NULL);
         goto done;
     }
     ret = HTTP_SUSPEND;

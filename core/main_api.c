@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "daemon.h"
 #include "log.h"
 
 #define FAAS_VERSION "0.1.0"
@@ -23,37 +24,13 @@ static void usage(FILE *out)
                  "server.port, store.driver) and exit\n");
 }
 
-/* Creates the streams and consumers once NATS is reachable, then starts the recorder. */
-static void *bus_setup_main(void *arg)
+/* Once the streams exist: the recorder (and the started-notice listener). */
+static void bus_ready(void *arg)
 {
-    api_t *app = arg;
-    int delay_ms = 100;
-    while (bus_setup(app->bus) != BUS_OK) {
-        usleep((useconds_t)delay_ms * 1000);
-        if (delay_ms < 2000)
-            delay_ms *= 2;
-    }
-    if (api_recorder_start(app) != 0)
+    if (api_recorder_start(arg) != 0)
         log_error("cannot start the result recorder");
     else
-        log_info("streams ready, result recorder started");
-    return NULL;
-}
-
-static void reload(api_t *app)
-{
-    config_t next = {0};
-    char err[512];
-    if (config_load(&next, app->cfg.path, true, err, sizeof err) != 0) {
-        log_error("reload: keeping the running configuration: %s", err);
-        return;
-    }
-    if (plugin_host_reload(app->plugins, &next, err, sizeof err) != 0)
-        log_error("reload: keeping the running plugins: %s", err);
-    else
-        log_info("reload: plugins reloaded from '%s' (other settings apply at restart)",
-                 app->cfg.path);
-    config_free(&next);
+        log_info("result recorder started");
 }
 
 int main(int argc, char **argv)
@@ -109,14 +86,8 @@ int main(int argc, char **argv)
     }
     log_set_level(log_level_parse(app.cfg.log_level));
 
-    /* every thread inherits this mask; the main thread takes the signals with sigwait */
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    daemon_signals_block(&set);
 
     int rc = 1;
     if (auth_init() != 0) {
@@ -124,7 +95,6 @@ int main(int argc, char **argv)
         goto done;
     }
     app.started_at = time_now_ms();
-    pthread_rwlock_init(&app.cfg_lock, NULL);
     if (!(app.store = store_open(&app.cfg.store, err, sizeof err))) {
         log_error("cannot open the store: %s", err);
         goto done;
@@ -135,9 +105,7 @@ int main(int argc, char **argv)
     }
     app.bus = bus_connect_lazy(&app.cfg.nats, "faas-api");
     app.waits = api_waits_new();
-    pthread_t setup;
-    pthread_create(&setup, NULL, bus_setup_main, &app);
-    pthread_detach(setup);
+    daemon_bus_setup_async(app.bus, bus_ready, &app);
     if (!(app.http = http_server_new(&app.cfg.server, api_routes, &app, err, sizeof err))) {
         log_error("cannot start the HTTP server: %s", err);
         goto done;
@@ -145,17 +113,10 @@ int main(int argc, char **argv)
     log_info("faas-api %s listening on http://%s:%d (store %s, nats %s)", FAAS_VERSION,
              app.cfg.server.listen, http_server_port(app.http), app.cfg.store.driver,
              app.cfg.nats.url);
-    for (;;) {
-        int sig = 0;
-        if (sigwait(&set, &sig) != 0)
-            continue;
-        if (sig == SIGHUP) {
-            reload(&app);
-            continue;
-        }
-        log_info("signal %d: finishing in-flight requests", sig);
-        break;
-    }
+    int sig;
+    while ((sig = daemon_signal_wait(&set)) == SIGHUP)
+        daemon_plugins_reload(app.plugins, app.cfg.path, true);
+    log_info("signal %d: finishing in-flight requests", sig);
     rc = 0;
 done:
     http_server_free(app.http);

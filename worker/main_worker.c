@@ -9,6 +9,7 @@
 
 #include "bus.h"
 #include "config.h"
+#include "daemon.h"
 #include "http.h"
 #include "log.h"
 #include "plugin.h"
@@ -62,19 +63,6 @@ static const http_route_t routes[] = {
     {NULL, NULL, NULL},
 };
 
-static void *bus_setup_main(void *arg)
-{
-    app_t *app = arg;
-    int delay_ms = 100;
-    while (bus_setup(app->bus) != BUS_OK) {
-        usleep((useconds_t)delay_ms * 1000);
-        if (delay_ms < 2000)
-            delay_ms *= 2;
-    }
-    log_info("streams ready");
-    return NULL;
-}
-
 int main(int argc, char **argv)
 {
     const char *config_path = "config.lua";
@@ -110,12 +98,7 @@ int main(int argc, char **argv)
     }
     log_set_level(log_level_parse(app.cfg.log_level));
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    daemon_signals_block(&set);
 
     int rc = 1;
     if (!(app.plugins = plugin_host_new(&app.cfg, NULL, err, sizeof err))) {
@@ -123,9 +106,7 @@ int main(int argc, char **argv)
         goto done;
     }
     app.bus = bus_connect_lazy(&app.cfg.nats, "faas-worker");
-    pthread_t setup;
-    pthread_create(&setup, NULL, bus_setup_main, &app);
-    pthread_detach(setup);
+    daemon_bus_setup_async(app.bus, NULL, NULL);
     app.worker = worker_new(&app.cfg, app.bus, app.plugins);
     if (worker_start(app.worker) != 0) {
         log_error("cannot start worker threads");
@@ -145,23 +126,10 @@ int main(int argc, char **argv)
     log_info("faas-worker %s '%s': %d slots, docker '%s', pull policy %s, nats %s", FAAS_VERSION,
              app.cfg.worker.id, app.cfg.worker.concurrency, app.cfg.worker.docker_socket,
              app.cfg.worker.pull_policy, app.cfg.nats.url);
-    for (;;) {
-        int sig = 0;
-        if (sigwait(&set, &sig) != 0)
-            continue;
-        if (sig == SIGHUP) {
-            config_t next = {0};
-            if (config_load(&next, config_path, false, err, sizeof err) != 0 ||
-                plugin_host_reload(app.plugins, &next, err, sizeof err) != 0)
-                log_error("reload: keeping the running plugins: %s", err);
-            else
-                log_info("reload: plugins reloaded");
-            config_free(&next);
-            continue;
-        }
-        log_info("signal %d: finishing the executions in hand", sig);
-        break;
-    }
+    int sig;
+    while ((sig = daemon_signal_wait(&set)) == SIGHUP)
+        daemon_plugins_reload(app.plugins, config_path, false);
+    log_info("signal %d: finishing the executions in hand", sig);
     rc = 0;
 done:
     worker_free(app.worker);
