@@ -22,6 +22,7 @@ anon_kb() { awk '/^RssAnon/ {print $2}' "/proc/$1/status"; }
 start_stack() {
     local workers=${1:-0}
     local store=${2:-"{ driver = \"sqlite\", path = \"$TMP/faas.db\" }"}
+    local plugins=${BENCH_PLUGINS:-"{ enabled = {} }"}
     NATS_PORT=$(free_port)
     API_PORT=$(free_port)
     mkdir -p "$TMP/nats"
@@ -36,7 +37,7 @@ store = $store
 nats = { url = "nats://127.0.0.1:$NATS_PORT" }
 worker = { concurrency = 8, pull_policy = "never", port = 0, reap_interval = 60 }
 limits = { timeout = { default = 30, max = 60 } }
-plugins = ${BENCH_PLUGINS:-{ enabled = {} }}
+plugins = $plugins
 log = { level = "warn" }
 LUA
     for i in $(seq 1 "$workers"); do
