@@ -130,6 +130,14 @@ void store_execution_list_free(store_execution_t *list, size_t n);
 
 /* true for succeeded/failed/timed_out/error */
 bool store_status_final(const char *status);
+/* true for queued/running and the final statuses above */
+bool store_status_valid(const char *status);
+
+/* The key under which drivers compare e-mail addresses: `email` lower-cased (ASCII, Latin-1,
+ * Latin Extended-A, Greek, Cyrillic; bytes that are not UTF-8 are kept) into `out` (`cap`
+ * bytes). Every driver must use it so "A@x.io" and "a@x.io" are one user everywhere.
+ * Returns 0, or -1 when it does not fit. */
+int store_email_fold(const char *email, char *out, size_t cap);
 
 /* Human text for a STORE_* code. */
 const char *store_strerror(int code);
