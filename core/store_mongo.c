@@ -5,7 +5,6 @@
  * times int64 ms, stdout/stderr BSON binary. Every value that comes from a caller is appended
  * as a typed BSON value, never parsed from JSON text and never used as a key, so strings like
  * `{"$gt":""}` or "$where" are just strings. */
-#include <ctype.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,15 +126,6 @@ static void append_bytes(bson_t *d, const char *key, const char *p, size_t n)
         BSON_APPEND_NULL(d, key);
     else
         BSON_APPEND_BINARY(d, key, BSON_SUBTYPE_BINARY, (const uint8_t *)p, (uint32_t)n);
-}
-
-/* The case-folded email every lookup uses (ASCII only, like SQLite's lower()). */
-static void email_lower(const char *email, char out[320])
-{
-    size_t i = 0;
-    for (; email[i] && i < 319; i++)
-        out[i] = (char)tolower((unsigned char)email[i]);
-    out[i] = '\0';
 }
 
 /* ---- reading values ---- */
@@ -371,10 +361,10 @@ static void m_close(store_t *self)
 
 static int m_user_insert(store_t *self, store_user_t *u)
 {
-    if (!utf8_ok(u->email) || !utf8_ok(u->pwhash))
+    char lower[sizeof u->email * 2];
+    if (!u->email[0] || store_email_fold(u->email, lower, sizeof lower) != 0 ||
+        !utf8_ok(u->email) || !utf8_ok(u->pwhash))
         return STORE_EINVAL;
-    char lower[320];
-    email_lower(u->email, lower);
     bson_oid_t oid;
     bson_oid_init(&oid, NULL);
     int64_t now = time_now_ms();
@@ -402,10 +392,9 @@ static int m_user_insert(store_t *self, store_user_t *u)
 
 static int m_user_get_by_email(store_t *self, const char *email, store_user_t *out)
 {
-    if (!utf8_ok(email))
-        return STORE_ENOTFOUND;
-    char lower[320];
-    email_lower(email, lower);
+    char lower[sizeof out->email * 2];
+    if (store_email_fold(email, lower, sizeof lower) != 0 || !utf8_ok(lower))
+        return STORE_ENOTFOUND; /* could not have been registered */
     bson_t filter = BSON_INITIALIZER, doc;
     BSON_APPEND_UTF8(&filter, "emailLower", lower);
     op_t op;
@@ -512,8 +501,8 @@ static int m_function_insert(store_t *self, store_function_t *f)
 {
     bson_oid_t owner, oid;
     const char *env = f->env_json ? f->env_json : "{}";
-    if (!oid_parse(f->owner, &owner) || !utf8_ok(f->name) || !utf8_ok(f->image) ||
-        !utf8_ok(env))
+    if (!oid_parse(f->owner, &owner) || !f->name[0] || !f->image[0] || !utf8_ok(f->name) ||
+        !utf8_ok(f->image) || !utf8_ok(env))
         return STORE_EINVAL;
     bson_oid_init(&oid, NULL);
     int64_t now = time_now_ms();
@@ -601,9 +590,7 @@ static int m_function_list(store_t *self, const char *owner, store_function_t **
     bson_destroy(&filter);
     bson_destroy(&opts);
     if (rc != STORE_OK) {
-        for (size_t i = 0; i < len; i++)
-            free(list[i].env_json);
-        free(list);
+        store_function_list_free(list, len);
         return rc;
     }
     *out = list;
@@ -673,11 +660,14 @@ static void append_result_fields(bson_t *d, const store_execution_t *e)
 
 static bool execution_strings_ok(const store_execution_t *e)
 {
-    return utf8_ok(e->status) && utf8_ok(e->reason) && utf8_ok(e->worker);
+    return store_status_valid(e->status) && utf8_ok(e->reason) && utf8_ok(e->worker);
 }
 
-static int m_execution_insert(store_t *self, const store_execution_t *e)
+static int m_execution_insert(store_t *self, const store_execution_t *in)
 {
+    store_execution_t copy = *in, *e = &copy;
+    if (!e->status[0])
+        str_copy(e->status, sizeof e->status, "queued");
     bson_oid_t oid, fn, own;
     if (!oid_parse(e->id, &oid) || !oid_parse(e->function_id, &fn) ||
         !oid_parse(e->owner, &own) || !execution_strings_ok(e))
@@ -686,7 +676,7 @@ static int m_execution_insert(store_t *self, const store_execution_t *e)
     BSON_APPEND_OID(&doc, "_id", &oid);
     BSON_APPEND_OID(&doc, "functionId", &fn);
     BSON_APPEND_OID(&doc, "owner", &own);
-    BSON_APPEND_INT64(&doc, "createdAt", e->created_at ? e->created_at : time_now_ms());
+    BSON_APPEND_INT64(&doc, "createdAt", e->created_at > 0 ? e->created_at : time_now_ms());
     append_result_fields(&doc, e);
     op_t op;
     op_begin(&op, self, "executions");
@@ -713,10 +703,10 @@ static void append_active_statuses(bson_t *filter)
 static int m_execution_update(store_t *self, const store_execution_t *e)
 {
     bson_oid_t oid;
-    if (!oid_parse(e->id, &oid))
-        return STORE_ENOTFOUND;
     if (!execution_strings_ok(e))
         return STORE_EINVAL;
+    if (!oid_parse(e->id, &oid))
+        return STORE_ENOTFOUND;
     /* Only a non-final execution changes: final states are written once. */
     bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, set, reply;
     BSON_APPEND_OID(&filter, "_id", &oid);
@@ -770,13 +760,6 @@ static int m_execution_get(store_t *self, const char *owner, const char *id,
     return rc;
 }
 
-static void execution_free_fields(store_execution_t *e)
-{
-    free(e->result);
-    free(e->out);
-    free(e->err);
-}
-
 static int m_execution_list(store_t *self, const char *owner, const char *function_id,
                             size_t limit, const char *cursor, store_execution_t **out,
                             size_t *n)
@@ -789,9 +772,12 @@ static int m_execution_list(store_t *self, const char *owner, const char *functi
         limit = LIST_MAX;
     bson_oid_t own, fn, cid;
     bool has_fn = function_id && *function_id, has_cursor = cursor && *cursor;
-    if ((owner && !oid_parse(owner, &own)) || (has_fn && !oid_parse(function_id, &fn)) ||
-        (has_cursor && !oid_parse(cursor, &cid)))
-        return STORE_ENOTFOUND;
+    if (has_cursor && !oid_parse(cursor, &cid))
+        return STORE_EINVAL; /* not an execution this caller can see */
+    if ((owner && !oid_parse(owner, &own)) || (has_fn && !oid_parse(function_id, &fn))) {
+        *out = xcalloc(1, sizeof **out); /* nobody's: an empty list */
+        return STORE_OK;
+    }
 
     bson_t base = BSON_INITIALIZER, filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
     if (owner)
@@ -808,13 +794,16 @@ static int m_execution_list(store_t *self, const char *owner, const char *functi
     if (has_cursor) {
         /* the cursor is the last item of the previous page: continue strictly after it in
          * (createdAt desc, _id desc) order */
-        bson_t by_id, proj = BSON_INITIALIZER, doc;
-        bson_copy_to(&base, &by_id);
+        bson_t by_id = BSON_INITIALIZER, proj = BSON_INITIALIZER, doc;
         BSON_APPEND_OID(&by_id, "_id", &cid);
+        if (owner)
+            BSON_APPEND_OID(&by_id, "owner", &own);
         BSON_APPEND_INT32(&proj, "createdAt", 1);
         rc = find_one(&op, &by_id, &proj, &doc, "execution list");
         bson_destroy(&by_id);
         bson_destroy(&proj);
+        if (rc == STORE_ENOTFOUND)
+            rc = STORE_EINVAL; /* not an execution this caller can see */
         if (rc != STORE_OK)
             goto done;
         int64_t c = get_i64(&doc, "createdAt", 0);
@@ -862,9 +851,7 @@ done:
     bson_destroy(&filter);
     bson_destroy(&opts);
     if (rc != STORE_OK) {
-        for (size_t i = 0; i < len; i++)
-            execution_free_fields(&list[i]);
-        free(list);
+        store_execution_list_free(list, len);
         return rc;
     }
     *out = list;
@@ -892,7 +879,7 @@ static int m_execution_count_active(store_t *self, const char *owner, int64_t *n
 static int m_counter_incr(store_t *self, const char *key, int64_t window_ms, int64_t delta,
                           int64_t *value, int64_t *reset_ms)
 {
-    if (window_ms <= 0 || !utf8_ok(key))
+    if (window_ms <= 0 || !key || !key[0] || !utf8_ok(key))
         return STORE_EINVAL;
     int64_t now = time_now_ms(), win = now / window_ms;
     bson_t query = BSON_INITIALIZER, update = BSON_INITIALIZER, inc, doc;
