@@ -8,16 +8,28 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <mongoc/mongoc.h>
 
 #include "log.h"
 #include "store.h"
 
+/* The last counter link seen for a key: where the next increment starts looking. */
+typedef struct {
+    uint64_t hash;
+    int64_t window;
+    int64_t seq;
+} counter_hint_t;
+#define COUNTER_HINTS 256
+
 typedef struct {
     mongoc_uri_t *uri;
     mongoc_client_pool_t *pool;
     char db[128];
+    long long last_prune_ms; /* counters_prune, atomically */
+    pthread_mutex_t hints_mu;
+    counter_hint_t hints[COUNTER_HINTS];
 } mstore_t;
 
 /* The database handles of one operation: a client popped from the pool and one collection. */
@@ -355,6 +367,7 @@ static void m_close(store_t *self)
     mstore_t *m = self->impl;
     mongoc_client_pool_destroy(m->pool);
     mongoc_uri_destroy(m->uri);
+    pthread_mutex_destroy(&m->hints_mu);
     free(m);
     free(self);
 }
@@ -876,57 +889,182 @@ static int m_execution_count_active(store_t *self, const char *owner, int64_t *n
     return rc;
 }
 
+/* Counters. FerretDB 1.24 runs findAndModify and update as "query, then write by _id" with
+ * nothing in between locked (its issue #2168): concurrent {$inc} upserts lose increments
+ * there (measured: 8 threads x 25 increments ended at 34). The one write both FerretDB and
+ * MongoDB make atomic is an insert checked by a unique key, so a counter is a chain of links
+ * {_id: "<window>:<seq>:<key>", value}: an increment finds the newest link (seq s, value v)
+ * and inserts (s + 1, v + delta); of two racers for s + 1 one wins, the other gets a
+ * duplicate key and looks again. Each caller gets its own new value, as an atomic $inc would
+ * give it. Links are found by exact _id only (FerretDB's SQLite backend pushes nothing else
+ * down and would scan the collection), starting from a per-store hint of the last seq seen
+ * and galloping forward, so an increment is usually two lookups and one insert. */
+#define COUNTER_ATTEMPTS 100
+#define COUNTER_PRUNE_EVERY_MS 60000
+
+static uint64_t key_hash(const char *key)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return h;
+}
+
+static int64_t hint_get(mstore_t *m, uint64_t h, int64_t win)
+{
+    counter_hint_t *slot = &m->hints[h % COUNTER_HINTS];
+    int64_t seq = 0;
+    pthread_mutex_lock(&m->hints_mu);
+    if (slot->hash == h && slot->window == win)
+        seq = slot->seq;
+    pthread_mutex_unlock(&m->hints_mu);
+    return seq;
+}
+
+static void hint_set(mstore_t *m, uint64_t h, int64_t win, int64_t seq)
+{
+    counter_hint_t *slot = &m->hints[h % COUNTER_HINTS];
+    pthread_mutex_lock(&m->hints_mu);
+    if (slot->hash != h || slot->window != win || slot->seq < seq) {
+        slot->hash = h;
+        slot->window = win;
+        slot->seq = seq;
+    }
+    pthread_mutex_unlock(&m->hints_mu);
+}
+
+static void link_id(char *out, size_t cap, int64_t win, int64_t seq, const char *key)
+{
+    snprintf(out, cap, "%lld:%lld:%s", (long long)win, (long long)seq, key);
+}
+
+/* Looks link `seq` up: STORE_OK with its value, STORE_ENOTFOUND, or an error. */
+static int link_get(op_t *op, const char *key, int64_t win, int64_t seq, int64_t *value)
+{
+    char id[1200];
+    link_id(id, sizeof id, win, seq, key);
+    bson_t filter = BSON_INITIALIZER, proj = BSON_INITIALIZER, doc;
+    BSON_APPEND_UTF8(&filter, "_id", id);
+    BSON_APPEND_INT32(&proj, "value", 1);
+    int rc = find_one(op, &filter, &proj, &doc, "counter read");
+    if (rc == STORE_OK) {
+        *value = get_i64(&doc, "value", 0);
+        bson_destroy(&doc);
+    }
+    bson_destroy(&filter);
+    bson_destroy(&proj);
+    return rc;
+}
+
+/* The newest link of (key, window) at or after `from` (a seq known to exist, 0 = none):
+ * *seq 0 and *value 0 when the window has no link yet. Links of a window are numbered 1, 2,
+ * ... without gaps, so gallop forward, then bisect. */
+static int counter_latest(op_t *op, const char *key, int64_t win, int64_t from, int64_t *seq,
+                          int64_t *value)
+{
+    int64_t lo = 0, lo_val = 0, hi, v = 0;
+    int rc;
+    if (from > 0) {
+        rc = link_get(op, key, win, from, &v);
+        if (rc == STORE_OK)
+            lo = from, lo_val = v;
+        else if (rc != STORE_ENOTFOUND)
+            return rc;
+    }
+    /* gallop: lo exists (or is 0), find a hi that does not */
+    for (int64_t step = 1;; step *= 2) {
+        hi = lo + step;
+        rc = link_get(op, key, win, hi, &v);
+        if (rc == STORE_ENOTFOUND)
+            break;
+        if (rc != STORE_OK)
+            return rc;
+        lo = hi, lo_val = v;
+    }
+    /* bisect in (lo, hi) */
+    while (hi - lo > 1) {
+        int64_t mid = lo + (hi - lo) / 2;
+        rc = link_get(op, key, win, mid, &v);
+        if (rc == STORE_OK)
+            lo = mid, lo_val = v;
+        else if (rc == STORE_ENOTFOUND)
+            hi = mid;
+        else
+            return rc;
+    }
+    *seq = lo;
+    *value = lo_val;
+    return STORE_OK;
+}
+
+/* Drops every counter link whose window has ended, at most once a minute per store. */
+static void counters_prune(op_t *op, int64_t now)
+{
+    long long last = __atomic_load_n(&op->m->last_prune_ms, __ATOMIC_RELAXED);
+    if (now - last < COUNTER_PRUNE_EVERY_MS ||
+        !__atomic_compare_exchange_n(&op->m->last_prune_ms, &last, now, false, __ATOMIC_RELAXED,
+                                     __ATOMIC_RELAXED))
+        return;
+    bson_t filter = BSON_INITIALIZER, lt;
+    BSON_APPEND_DOCUMENT_BEGIN(&filter, "expiresAt", &lt);
+    BSON_APPEND_INT64(&lt, "$lte", now);
+    bson_append_document_end(&filter, &lt);
+    delete_where(op, &filter, true, NULL, "counter prune"); /* best effort */
+    bson_destroy(&filter);
+}
+
 static int m_counter_incr(store_t *self, const char *key, int64_t window_ms, int64_t delta,
                           int64_t *value, int64_t *reset_ms)
 {
-    if (window_ms <= 0 || !key || !key[0] || !utf8_ok(key))
+    if (window_ms <= 0 || !key || !key[0] || strlen(key) > 1024 || !utf8_ok(key))
         return STORE_EINVAL;
-    int64_t now = time_now_ms(), win = now / window_ms;
-    bson_t query = BSON_INITIALIZER, update = BSON_INITIALIZER, inc, doc;
-    BSON_APPEND_UTF8(&query, "key", key);
-    BSON_APPEND_INT64(&query, "window", win);
-    BSON_APPEND_DOCUMENT_BEGIN(&update, "$inc", &inc);
-    BSON_APPEND_INT64(&inc, "value", delta);
-    bson_append_document_end(&update, &inc);
+    mstore_t *m = self->impl;
+    int64_t now = time_now_ms(), win = now / window_ms, seq = 0, v = 0;
+    uint64_t h = key_hash(key);
+    int64_t from = hint_get(m, h, win);
     op_t op;
     op_begin(&op, self, "counters");
-    int rc;
-    int64_t v = 0;
-    if (delta == 0) {
-        rc = find_one(&op, &query, NULL, &doc, "counter read");
-        if (rc == STORE_OK) {
-            v = get_i64(&doc, "value", 0);
-            bson_destroy(&doc);
-        } else if (rc == STORE_ENOTFOUND) {
-            rc = STORE_OK;
+    int rc = STORE_EUNAVAIL;
+    for (int attempt = 0; attempt < COUNTER_ATTEMPTS; attempt++) {
+        rc = counter_latest(&op, key, win, from, &seq, &v);
+        if (rc != STORE_OK || delta == 0)
+            break;
+        char id[1200];
+        link_id(id, sizeof id, win, seq + 1, key);
+        bson_t doc = BSON_INITIALIZER;
+        BSON_APPEND_UTF8(&doc, "_id", id);
+        BSON_APPEND_UTF8(&doc, "key", key);
+        BSON_APPEND_INT64(&doc, "window", win);
+        BSON_APPEND_INT64(&doc, "seq", seq + 1);
+        BSON_APPEND_INT64(&doc, "value", v + delta);
+        BSON_APPEND_INT64(&doc, "expiresAt", (win + 1) * window_ms);
+        bson_error_t e;
+        bool ok = mongoc_collection_insert_one(op.coll, &doc, NULL, NULL, &e);
+        bson_destroy(&doc);
+        if (ok) {
+            seq++;
+            v += delta;
+            break;
         }
-    } else {
-        bool created = false;
-        /* Two first increments racing both try to insert: the loser sees a duplicate key
-         * on the unique (key, window) index and retries as an update. */
-        for (int attempt = 0;; attempt++) {
-            rc = find_and_modify(&op, &query, &update, true, &doc, &created, "counter incr");
-            if (rc != STORE_EEXIST || attempt == 3)
-                break;
-        }
-        if (rc == STORE_OK) {
-            v = get_i64(&doc, "value", 0);
-            bson_destroy(&doc);
-        }
-        if (rc == STORE_OK && created) {
-            /* first use of a new window: drop this key's older windows */
-            bson_t old = BSON_INITIALIZER, lt;
-            BSON_APPEND_UTF8(&old, "key", key);
-            BSON_APPEND_DOCUMENT_BEGIN(&old, "window", &lt);
-            BSON_APPEND_INT64(&lt, "$lt", win);
-            bson_append_document_end(&old, &lt);
-            delete_where(&op, &old, true, NULL, "counter cleanup"); /* best effort */
-            bson_destroy(&old);
+        rc = map_error(&e, "counter incr");
+        if (rc != STORE_EEXIST)
+            break;
+        /* lost the race for seq + 1: look again from there; back off when it keeps happening */
+        rc = STORE_EUNAVAIL;
+        from = seq + 1;
+        if (attempt >= 3) {
+            unsigned seed = (unsigned)now ^ (unsigned)(uintptr_t)&op ^ (unsigned)attempt;
+            struct timespec ts = {0, 100000L * (1 + rand_r(&seed) % 20)}; /* 0.1-2 ms */
+            nanosleep(&ts, NULL);
         }
     }
+    if (rc == STORE_OK && seq > 0)
+        hint_set(m, h, win, seq);
+    if (rc == STORE_OK && delta != 0 && seq == 1)
+        counters_prune(&op, now); /* a new window began: a good moment to drop old ones */
     op_end(&op);
-    bson_destroy(&query);
-    bson_destroy(&update);
+    if (rc == STORE_EUNAVAIL && delta != 0)
+        log_warn("counter '%s' still contended after %d attempts", key, COUNTER_ATTEMPTS);
     if (rc == STORE_OK) {
         if (value)
             *value = v;
@@ -960,54 +1098,49 @@ static const store_ops_t mongo_ops = {
 
 /* ---- open ---- */
 
-/* One index spec {key: {...}, name, unique?} appended to the `indexes` array at position i. */
-static void index_spec(bson_t *indexes, int i, const char *name, bool unique, const char *k1,
-                       int d1, const char *k2, int d2, const char *k3, int d3)
-{
-    char pos[16];
-    snprintf(pos, sizeof pos, "%d", i);
-    bson_t spec, key;
-    BSON_APPEND_DOCUMENT_BEGIN(indexes, pos, &spec);
-    BSON_APPEND_DOCUMENT_BEGIN(&spec, "key", &key);
-    BSON_APPEND_INT32(&key, k1, d1);
-    if (k2)
-        BSON_APPEND_INT32(&key, k2, d2);
-    if (k3)
-        BSON_APPEND_INT32(&key, k3, d3);
-    bson_append_document_end(&spec, &key);
-    BSON_APPEND_UTF8(&spec, "name", name);
-    if (unique)
-        BSON_APPEND_BOOL(&spec, "unique", true);
-    bson_append_document_end(indexes, &spec);
-}
+/* The indexes every open ensures. createIndexes is idempotent for identical specs, but
+ * FerretDB 1.24 panics on a createIndexes naming two or more indexes that already exist
+ * (validateIndexesForCreation deletes from a slice by the old positions), so each index goes
+ * in a command of its own. */
+typedef struct {
+    const char *coll, *name;
+    bool unique;
+    const char *k[3];
+    int dir[3];
+} index_def_t;
 
-/* createIndexes is idempotent for identical specs, so this runs at every open. */
-static int create_indexes(mongoc_client_t *c, const char *db, const char *coll, int which,
-                          bson_error_t *e)
+static const index_def_t index_defs[] = {
+    {"users", "emailLower_1", true, {"emailLower"}, {1}},
+    {"functions", "owner_1_name_1", true, {"owner", "name"}, {1, 1}},
+    {"executions", "functionId_1_createdAt_-1__id_-1", false,
+     {"functionId", "createdAt", "_id"}, {1, -1, -1}},
+    {"executions", "owner_1_createdAt_-1__id_-1", false, {"owner", "createdAt", "_id"},
+     {1, -1, -1}},
+    {"executions", "owner_1_status_1", false, {"owner", "status"}, {1, 1}},
+    /* counter links are unique by _id; these serve user_delete and the prune */
+    {"counters", "key_1", false, {"key"}, {1}},
+    {"counters", "expiresAt_1", false, {"expiresAt"}, {1}},
+};
+
+static int create_index(mongoc_client_t *c, const char *db, const index_def_t *d,
+                        bson_error_t *e)
 {
-    bson_t cmd = BSON_INITIALIZER, indexes, reply;
-    BSON_APPEND_UTF8(&cmd, "createIndexes", coll);
+    bson_t cmd = BSON_INITIALIZER, indexes, spec, key, reply;
+    BSON_APPEND_UTF8(&cmd, "createIndexes", d->coll);
     BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &indexes);
-    switch (which) {
-    case 0:
-        index_spec(&indexes, 0, "emailLower_1", true, "emailLower", 1, NULL, 0, NULL, 0);
-        break;
-    case 1:
-        index_spec(&indexes, 0, "owner_1_name_1", true, "owner", 1, "name", 1, NULL, 0);
-        break;
-    case 2:
-        index_spec(&indexes, 0, "functionId_1_createdAt_-1__id_-1", false, "functionId", 1,
-                   "createdAt", -1, "_id", -1);
-        index_spec(&indexes, 1, "owner_1_status_1", false, "owner", 1, "status", 1, NULL, 0);
-        break;
-    default:
-        index_spec(&indexes, 0, "key_1_window_1", true, "key", 1, "window", 1, NULL, 0);
-        break;
-    }
+    BSON_APPEND_DOCUMENT_BEGIN(&indexes, "0", &spec);
+    BSON_APPEND_DOCUMENT_BEGIN(&spec, "key", &key);
+    for (int i = 0; i < 3 && d->k[i]; i++)
+        BSON_APPEND_INT32(&key, d->k[i], d->dir[i]);
+    bson_append_document_end(&spec, &key);
+    BSON_APPEND_UTF8(&spec, "name", d->name);
+    if (d->unique)
+        BSON_APPEND_BOOL(&spec, "unique", true);
+    bson_append_document_end(&indexes, &spec);
     bson_append_array_end(&cmd, &indexes);
-    mongoc_database_t *d = mongoc_client_get_database(c, db);
-    bool ok = mongoc_database_write_command_with_opts(d, &cmd, NULL, &reply, e);
-    mongoc_database_destroy(d);
+    mongoc_database_t *dbh = mongoc_client_get_database(c, db);
+    bool ok = mongoc_database_write_command_with_opts(dbh, &cmd, NULL, &reply, e);
+    mongoc_database_destroy(dbh);
     bson_destroy(&reply);
     bson_destroy(&cmd);
     return ok ? 0 : -1;
@@ -1018,6 +1151,7 @@ store_t *store_mongo_open(const config_store_t *cfg, char *err, size_t errlen)
     pthread_once(&lib_once, lib_init);
     store_t *s = NULL;
     mstore_t *m = xcalloc(1, sizeof *m);
+    pthread_mutex_init(&m->hints_mu, NULL);
     bson_error_t e;
     m->uri = mongoc_uri_new_with_error(cfg->uri, &e);
     if (!m->uri) {
@@ -1051,11 +1185,10 @@ store_t *store_mongo_open(const config_store_t *cfg, char *err, size_t errlen)
     }
     mongoc_client_pool_set_error_api(m->pool, MONGOC_ERROR_API_VERSION_2);
 
-    static const char *const colls[] = {"users", "functions", "executions", "counters"};
     mongoc_client_t *c = mongoc_client_pool_pop(m->pool);
     int rc = 0;
-    for (int i = 0; i < 4 && rc == 0; i++)
-        rc = create_indexes(c, m->db, colls[i], i, &e);
+    for (size_t i = 0; i < sizeof index_defs / sizeof *index_defs && rc == 0; i++)
+        rc = create_index(c, m->db, &index_defs[i], &e);
     mongoc_client_pool_push(m->pool, c);
     if (rc != 0) {
         snprintf(err, errlen, "cannot prepare mongodb database '%s': %s", m->db, e.message);
@@ -1071,6 +1204,7 @@ fail:
         mongoc_client_pool_destroy(m->pool);
     if (m->uri)
         mongoc_uri_destroy(m->uri);
+    pthread_mutex_destroy(&m->hints_mu);
     free(m);
     return NULL;
 }
