@@ -100,7 +100,9 @@ typedef struct {
     int (*execution_get)(store_t *self, const char *owner, const char *id, store_execution_t *out);
     /* Newest first (created_at, then id descending), at most `limit`, strictly older than the
      * execution `cursor` (NULL/"" = from the newest). Results without stdout/stderr/result
-     * bodies (summaries). Caller frees with store_execution_list_free(). */
+     * bodies (summaries). Caller frees with store_execution_list_free(). `limit` is clamped
+     * to 1..100. A cursor that is not an execution `owner` can see: STORE_EINVAL.
+     * function_id NULL/"": every execution of `owner` (owner NULL too: everyone's). */
     int (*execution_list)(store_t *self, const char *owner, const char *function_id,
                           size_t limit, const char *cursor, store_execution_t **out, size_t *n);
     /* Executions of `owner` in a non-final state (queued/running). */

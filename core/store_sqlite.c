@@ -978,6 +978,8 @@ static int sq_execution_list(store_t *self, const char *owner, const char *funct
     if (limit > SQ_LIST_MAX)
         limit = SQ_LIST_MAX;
     bool has_cursor = cursor && cursor[0];
+    if (function_id && !function_id[0])
+        function_id = NULL; /* "" = every function of the owner */
     sq_conn_t *c = NULL;
     int ret = conn_get(s, &c);
     if (ret != STORE_OK)
