@@ -17,9 +17,11 @@
 
 /* The last counter link seen for a key: where the next increment starts looking. */
 typedef struct {
-    uint64_t hash;
+    char key[160];
     int64_t window;
+    char gen[ID_LEN + 1]; /* "" = empty slot */
     int64_t seq;
+    int64_t value;
 } counter_hint_t;
 #define COUNTER_HINTS 256
 
@@ -27,6 +29,7 @@ typedef struct {
     mongoc_uri_t *uri;
     mongoc_client_pool_t *pool;
     char db[128];
+    int64_t timeout_ms;
     long long last_prune_ms; /* counters_prune, atomically */
     pthread_mutex_t hints_mu;
     counter_hint_t hints[COUNTER_HINTS];
@@ -38,6 +41,8 @@ typedef struct {
     mongoc_client_t *client;
     mongoc_collection_t *coll;
 } op_t;
+
+static void hint_forget_prefix(mstore_t *m, const char *prefix);
 
 #define DEFAULT_TIMEOUT_MS 2000
 #define LIST_MAX 100
@@ -285,6 +290,27 @@ static int find_one(op_t *op, const bson_t *filter, const bson_t *projection, bs
     return rc;
 }
 
+/* The document with _id `oid` when it belongs to `owner` (NULL: anyone's). The owner is
+ * checked here rather than in the filter because FerretDB answers only a lone {_id} filter
+ * without scanning the whole collection; an owner never changes, so this is the same. */
+static int find_owned(op_t *op, const bson_oid_t *oid, const bson_oid_t *owner,
+                      const bson_t *projection, bson_t *out, const char *what)
+{
+    bson_t filter = BSON_INITIALIZER;
+    BSON_APPEND_OID(&filter, "_id", oid);
+    int rc = find_one(op, &filter, projection, out, what);
+    bson_destroy(&filter);
+    if (rc == STORE_OK && owner) {
+        bson_iter_t it;
+        if (!find_field(out, "owner", &it) || !BSON_ITER_HOLDS_OID(&it) ||
+            !bson_oid_equal(bson_iter_oid(&it), owner)) {
+            bson_destroy(out);
+            rc = STORE_ENOTFOUND;
+        }
+    }
+    return rc;
+}
+
 /* Deletes what matches; *n (optional) gets the count. */
 static int delete_where(op_t *op, const bson_t *filter, bool many, int64_t *n, const char *what)
 {
@@ -470,8 +496,10 @@ static int m_user_delete(store_t *self, const char *id)
         rc = delete_where(&op, &by_owner, true, NULL, "user delete (functions)");
     }
     if (rc == STORE_OK) {
+        /* the links stay until their window ends; without their counter nobody finds them */
         op_use(&op, "counters");
         rc = delete_where(&op, &counters, true, NULL, "user delete (counters)");
+        hint_forget_prefix(op.m, lo);
     }
     if (rc == STORE_OK) {
         op_use(&op, "users");
@@ -551,18 +579,15 @@ static int m_function_get(store_t *self, const char *owner, const char *id,
     bson_oid_t oid, own;
     if (!oid_parse(id, &oid) || !oid_parse(owner, &own))
         return STORE_ENOTFOUND;
-    bson_t filter = BSON_INITIALIZER, doc;
-    BSON_APPEND_OID(&filter, "_id", &oid);
-    BSON_APPEND_OID(&filter, "owner", &own);
+    bson_t doc;
     op_t op;
     op_begin(&op, self, "functions");
-    int rc = find_one(&op, &filter, NULL, &doc, "function get");
+    int rc = find_owned(&op, &oid, &own, NULL, &doc, "function get");
     op_end(&op);
     if (rc == STORE_OK) {
         decode_function(&doc, out);
         bson_destroy(&doc);
     }
-    bson_destroy(&filter);
     return rc;
 }
 
@@ -757,19 +782,15 @@ static int m_execution_get(store_t *self, const char *owner, const char *id,
     bson_oid_t oid, own;
     if (!oid_parse(id, &oid) || (owner && !oid_parse(owner, &own)))
         return STORE_ENOTFOUND;
-    bson_t filter = BSON_INITIALIZER, doc;
-    BSON_APPEND_OID(&filter, "_id", &oid);
-    if (owner)
-        BSON_APPEND_OID(&filter, "owner", &own);
+    bson_t doc;
     op_t op;
     op_begin(&op, self, "executions");
-    int rc = find_one(&op, &filter, NULL, &doc, "execution get");
+    int rc = find_owned(&op, &oid, owner ? &own : NULL, NULL, &doc, "execution get");
     op_end(&op);
     if (rc == STORE_OK) {
         decode_execution(&doc, out);
         bson_destroy(&doc);
     }
-    bson_destroy(&filter);
     return rc;
 }
 
@@ -807,13 +828,10 @@ static int m_execution_list(store_t *self, const char *owner, const char *functi
     if (has_cursor) {
         /* the cursor is the last item of the previous page: continue strictly after it in
          * (createdAt desc, _id desc) order */
-        bson_t by_id = BSON_INITIALIZER, proj = BSON_INITIALIZER, doc;
-        BSON_APPEND_OID(&by_id, "_id", &cid);
-        if (owner)
-            BSON_APPEND_OID(&by_id, "owner", &own);
+        bson_t proj = BSON_INITIALIZER, doc;
         BSON_APPEND_INT32(&proj, "createdAt", 1);
-        rc = find_one(&op, &by_id, &proj, &doc, "execution list");
-        bson_destroy(&by_id);
+        BSON_APPEND_INT32(&proj, "owner", 1);
+        rc = find_owned(&op, &cid, owner ? &own : NULL, &proj, &doc, "execution list");
         bson_destroy(&proj);
         if (rc == STORE_ENOTFOUND)
             rc = STORE_EINVAL; /* not an execution this caller can see */
@@ -893,98 +911,112 @@ static int m_execution_count_active(store_t *self, const char *owner, int64_t *n
  * nothing in between locked (its issue #2168): concurrent {$inc} upserts lose increments
  * there (measured: 8 threads x 25 increments ended at 34). The one write both FerretDB and
  * MongoDB make atomic is an insert checked by a unique key, so a counter is a chain of links
- * {_id: "<window>:<seq>:<key>", value}: an increment finds the newest link (seq s, value v)
- * and inserts (s + 1, v + delta); of two racers for s + 1 one wins, the other gets a
- * duplicate key and looks again. Each caller gets its own new value, as an atomic $inc would
- * give it. Links are found by exact _id only (FerretDB's SQLite backend pushes nothing else
- * down and would scan the collection), starting from a per-store hint of the last seq seen
- * and galloping forward, so an increment is usually two lookups and one insert. */
-#define COUNTER_ATTEMPTS 100
-#define COUNTER_PRUNE_EVERY_MS 60000
+ * in `counter_links_*`, {_id: "<gen>:<seq>", value}: an increment inserts (s + 1, v + delta)
+ * after the newest link (s, v); of two racers for s + 1 one wins, the other gets a duplicate
+ * key and moves forward. Each caller gets its own new value, as an atomic $inc would give it.
+ *
+ * `counters` holds one small document per (key, window), {_id: "<window>:<key>", key, gen}:
+ * the window's chain is the one of generation `gen`. Deleting it (user_delete) restarts the
+ * counter from zero without touching the links, which expire with their window. Everything is
+ * found by exact _id, the only filter FerretDB's SQLite backend does not answer by scanning
+ * the collection, and each store remembers the last link it saw per key, so an uncontended
+ * increment is a single insert. */
+#define COUNTER_PRUNE_EVERY_MS 600000 /* a scan of every link on FerretDB */
 
-static uint64_t key_hash(const char *key)
+/* The cache slot of a key, or NULL when the key is too long to be cached. */
+static counter_hint_t *hint_slot(mstore_t *m, const char *key)
 {
+    if (strlen(key) >= sizeof m->hints[0].key)
+        return NULL;
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
     for (const unsigned char *p = (const unsigned char *)key; *p; p++)
         h = (h ^ *p) * 1099511628211ull;
-    return h;
+    return &m->hints[h % COUNTER_HINTS];
 }
 
-static int64_t hint_get(mstore_t *m, uint64_t h, int64_t win)
+/* What this store last saw of (key, window): false when nothing. */
+static bool hint_get(mstore_t *m, const char *key, int64_t win, counter_hint_t *out)
 {
-    counter_hint_t *slot = &m->hints[h % COUNTER_HINTS];
-    int64_t seq = 0;
+    counter_hint_t *slot = hint_slot(m, key);
+    bool found = false;
+    if (!slot)
+        return false;
     pthread_mutex_lock(&m->hints_mu);
-    if (slot->hash == h && slot->window == win)
-        seq = slot->seq;
-    pthread_mutex_unlock(&m->hints_mu);
-    return seq;
-}
-
-static void hint_set(mstore_t *m, uint64_t h, int64_t win, int64_t seq)
-{
-    counter_hint_t *slot = &m->hints[h % COUNTER_HINTS];
-    pthread_mutex_lock(&m->hints_mu);
-    if (slot->hash != h || slot->window != win || slot->seq < seq) {
-        slot->hash = h;
-        slot->window = win;
-        slot->seq = seq;
+    if (slot->gen[0] && slot->window == win && strcmp(slot->key, key) == 0) {
+        *out = *slot;
+        found = true;
     }
     pthread_mutex_unlock(&m->hints_mu);
+    return found;
 }
 
-static void link_id(char *out, size_t cap, int64_t win, int64_t seq, const char *key)
+static void hint_set(mstore_t *m, const counter_hint_t *h)
 {
-    snprintf(out, cap, "%lld:%lld:%s", (long long)win, (long long)seq, key);
+    counter_hint_t *slot = hint_slot(m, h->key);
+    if (!slot)
+        return;
+    pthread_mutex_lock(&m->hints_mu);
+    if (slot->window != h->window || strcmp(slot->key, h->key) != 0 ||
+        strcmp(slot->gen, h->gen) != 0 || slot->seq < h->seq)
+        *slot = *h;
+    pthread_mutex_unlock(&m->hints_mu);
 }
 
-/* Looks link `seq` up: STORE_OK with its value, STORE_ENOTFOUND, or an error. */
-static int link_get(op_t *op, const char *key, int64_t win, int64_t seq, int64_t *value)
+/* Forgets every key starting with `prefix` (their counters were deleted). */
+static void hint_forget_prefix(mstore_t *m, const char *prefix)
 {
-    char id[1200];
-    link_id(id, sizeof id, win, seq, key);
-    bson_t filter = BSON_INITIALIZER, proj = BSON_INITIALIZER, doc;
+    size_t n = strlen(prefix);
+    pthread_mutex_lock(&m->hints_mu);
+    for (size_t i = 0; i < COUNTER_HINTS; i++)
+        if (strncmp(m->hints[i].key, prefix, n) == 0)
+            memset(&m->hints[i], 0, sizeof m->hints[i]);
+    pthread_mutex_unlock(&m->hints_mu);
+}
+
+/* One document by exact _id (a string) from the operation's collection: STORE_OK with
+ * the int64 `field` in *value (and the string field "gen" in gen when not NULL). */
+static int get_by_str_id(op_t *op, const char *id, const char *field, int64_t *value,
+                         char *gen, size_t gencap)
+{
+    bson_t filter = BSON_INITIALIZER, doc;
     BSON_APPEND_UTF8(&filter, "_id", id);
-    BSON_APPEND_INT32(&proj, "value", 1);
-    int rc = find_one(op, &filter, &proj, &doc, "counter read");
+    int rc = find_one(op, &filter, NULL, &doc, "counter read");
     if (rc == STORE_OK) {
-        *value = get_i64(&doc, "value", 0);
+        if (value)
+            *value = get_i64(&doc, field, 0);
+        if (gen)
+            get_str(&doc, "gen", gen, gencap);
         bson_destroy(&doc);
     }
     bson_destroy(&filter);
-    bson_destroy(&proj);
     return rc;
 }
 
-/* The newest link of (key, window) at or after `from` (a seq known to exist, 0 = none):
- * *seq 0 and *value 0 when the window has no link yet. Links of a window are numbered 1, 2,
- * ... without gaps, so gallop forward, then bisect. */
-static int counter_latest(op_t *op, const char *key, int64_t win, int64_t from, int64_t *seq,
-                          int64_t *value)
+static int link_get(op_t *op, const char *gen, int64_t seq, int64_t *value)
 {
-    int64_t lo = 0, lo_val = 0, hi, v = 0;
+    char id[64];
+    snprintf(id, sizeof id, "%s:%lld", gen, (long long)seq);
+    return get_by_str_id(op, id, "value", value, NULL, 0);
+}
+
+/* Moves h->seq/h->value, a link known to exist (seq 0: the empty start), to the newest link
+ * of the chain h->gen. Links are numbered 1, 2, ... without gaps: gallop, then bisect. */
+static int counter_latest(op_t *op, counter_hint_t *h)
+{
+    int64_t lo = h->seq, lo_val = h->value, hi, v = 0;
     int rc;
-    if (from > 0) {
-        rc = link_get(op, key, win, from, &v);
-        if (rc == STORE_OK)
-            lo = from, lo_val = v;
-        else if (rc != STORE_ENOTFOUND)
-            return rc;
-    }
-    /* gallop: lo exists (or is 0), find a hi that does not */
     for (int64_t step = 1;; step *= 2) {
         hi = lo + step;
-        rc = link_get(op, key, win, hi, &v);
+        rc = link_get(op, h->gen, hi, &v);
         if (rc == STORE_ENOTFOUND)
             break;
         if (rc != STORE_OK)
             return rc;
         lo = hi, lo_val = v;
     }
-    /* bisect in (lo, hi) */
     while (hi - lo > 1) {
         int64_t mid = lo + (hi - lo) / 2;
-        rc = link_get(op, key, win, mid, &v);
+        rc = link_get(op, h->gen, mid, &v);
         if (rc == STORE_OK)
             lo = mid, lo_val = v;
         else if (rc == STORE_ENOTFOUND)
@@ -992,12 +1024,63 @@ static int counter_latest(op_t *op, const char *key, int64_t win, int64_t from, 
         else
             return rc;
     }
-    *seq = lo;
-    *value = lo_val;
+    h->seq = lo;
+    h->value = lo_val;
     return STORE_OK;
 }
 
-/* Drops every counter link whose window has ended, at most once a minute per store. */
+/* Finds (create: or starts) the generation of (key, window) into h->gen. STORE_ENOTFOUND
+ * when there is none and `create` is false. Uses op's "counters" collection. */
+static int counter_gen(op_t *op, const char *key, int64_t win, int64_t expires, bool create,
+                       counter_hint_t *h)
+{
+    char id[1200];
+    snprintf(id, sizeof id, "%lld:%s", (long long)win, key);
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int rc = get_by_str_id(op, id, "window", NULL, h->gen, sizeof h->gen);
+        if (rc != STORE_ENOTFOUND || !create)
+            return rc;
+        char gen[ID_LEN + 1];
+        id_new(gen);
+        bson_t doc = BSON_INITIALIZER;
+        BSON_APPEND_UTF8(&doc, "_id", id);
+        BSON_APPEND_UTF8(&doc, "key", key);
+        BSON_APPEND_INT64(&doc, "window", win);
+        BSON_APPEND_UTF8(&doc, "gen", gen);
+        BSON_APPEND_INT64(&doc, "expiresAt", expires);
+        bson_error_t e;
+        bool ok = mongoc_collection_insert_one(op->coll, &doc, NULL, NULL, &e);
+        bson_destroy(&doc);
+        if (ok) {
+            str_copy(h->gen, sizeof h->gen, gen);
+            return STORE_OK;
+        }
+        rc = map_error(&e, "counter start");
+        if (rc != STORE_EEXIST)
+            return rc;
+        /* someone else started this window first: read theirs */
+    }
+    return STORE_EUNAVAIL;
+}
+
+/* The links of a generation live in one of 16 collections (by the generation's last hex
+ * digit): FerretDB answers even an {_id} lookup by scanning its table (the query's
+ * `->'$._id'` does not match the index's `->"_id"`), so one busy counter must not make every
+ * other counter's lookups slow. */
+static const char *links_collection(const char *gen)
+{
+    static const char *const names[16] = {
+        "counter_links_0", "counter_links_1", "counter_links_2", "counter_links_3",
+        "counter_links_4", "counter_links_5", "counter_links_6", "counter_links_7",
+        "counter_links_8", "counter_links_9", "counter_links_a", "counter_links_b",
+        "counter_links_c", "counter_links_d", "counter_links_e", "counter_links_f"};
+    size_t n = strlen(gen);
+    char c = n ? gen[n - 1] : '0';
+    int i = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : 0;
+    return names[i];
+}
+
+/* Drops every counter and link whose window has ended, at most once a minute per store. */
 static void counters_prune(op_t *op, int64_t now)
 {
     long long last = __atomic_load_n(&op->m->last_prune_ms, __ATOMIC_RELAXED);
@@ -1009,7 +1092,14 @@ static void counters_prune(op_t *op, int64_t now)
     BSON_APPEND_DOCUMENT_BEGIN(&filter, "expiresAt", &lt);
     BSON_APPEND_INT64(&lt, "$lte", now);
     bson_append_document_end(&filter, &lt);
+    op_use(op, "counters");
     delete_where(op, &filter, true, NULL, "counter prune"); /* best effort */
+    for (int i = 0; i < 16; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "counter_links_%x", i);
+        op_use(op, name);
+        delete_where(op, &filter, true, NULL, "counter prune");
+    }
     bson_destroy(&filter);
 }
 
@@ -1019,57 +1109,83 @@ static int m_counter_incr(store_t *self, const char *key, int64_t window_ms, int
     if (window_ms <= 0 || !key || !key[0] || strlen(key) > 1024 || !utf8_ok(key))
         return STORE_EINVAL;
     mstore_t *m = self->impl;
-    int64_t now = time_now_ms(), win = now / window_ms, seq = 0, v = 0;
-    uint64_t h = key_hash(key);
-    int64_t from = hint_get(m, h, win);
+    int64_t now = time_now_ms(), win = now / window_ms, expires = (win + 1) * window_ms;
+    counter_hint_t h;
+    bool known = hint_get(m, key, win, &h), started = false;
     op_t op;
     op_begin(&op, self, "counters");
-    int rc = STORE_EUNAVAIL;
-    for (int attempt = 0; attempt < COUNTER_ATTEMPTS; attempt++) {
-        rc = counter_latest(&op, key, win, from, &seq, &v);
-        if (rc != STORE_OK || delta == 0)
-            break;
-        char id[1200];
-        link_id(id, sizeof id, win, seq + 1, key);
+    int rc = STORE_OK;
+    if (!known) {
+        memset(&h, 0, sizeof h);
+        str_copy(h.key, sizeof h.key, key);
+        h.window = win;
+        rc = counter_gen(&op, key, win, expires, delta != 0, &h);
+        if (rc == STORE_ENOTFOUND && delta == 0) {
+            rc = STORE_OK; /* nothing counted in this window yet */
+            goto done;
+        }
+        if (rc != STORE_OK)
+            goto done;
+    }
+    op_use(&op, links_collection(h.gen));
+    if (delta == 0) {
+        rc = counter_latest(&op, &h);
+        goto done;
+    }
+    /* Optimistic: the link after the last one seen is usually free, so an uncontended
+     * increment is a single insert; a duplicate key says someone was faster. A crowd on one
+     * key keeps trying, with short random pauses, for up to ten store timeouts: on FerretDB
+     * every lookup scans the table, so a writer that lost once can trail a fast one for a
+     * while (a server that fails answers at once instead). */
+    rc = STORE_EUNAVAIL;
+    uint64_t deadline = time_mono_ns() + (uint64_t)m->timeout_ms * 10000000u;
+    int attempt = 0;
+    for (;; attempt++) {
+        char id[64];
+        snprintf(id, sizeof id, "%s:%lld", h.gen, (long long)(h.seq + 1));
         bson_t doc = BSON_INITIALIZER;
         BSON_APPEND_UTF8(&doc, "_id", id);
-        BSON_APPEND_UTF8(&doc, "key", key);
-        BSON_APPEND_INT64(&doc, "window", win);
-        BSON_APPEND_INT64(&doc, "seq", seq + 1);
-        BSON_APPEND_INT64(&doc, "value", v + delta);
-        BSON_APPEND_INT64(&doc, "expiresAt", (win + 1) * window_ms);
+        BSON_APPEND_INT64(&doc, "value", h.value + delta);
+        BSON_APPEND_INT64(&doc, "expiresAt", expires);
         bson_error_t e;
         bool ok = mongoc_collection_insert_one(op.coll, &doc, NULL, NULL, &e);
         bson_destroy(&doc);
         if (ok) {
-            seq++;
-            v += delta;
+            h.seq++;
+            h.value += delta;
+            started = h.seq == 1;
+            rc = STORE_OK;
             break;
         }
         rc = map_error(&e, "counter incr");
         if (rc != STORE_EEXIST)
             break;
-        /* lost the race for seq + 1: look again from there; back off when it keeps happening */
+        rc = counter_latest(&op, &h);
+        if (rc != STORE_OK)
+            break;
         rc = STORE_EUNAVAIL;
-        from = seq + 1;
-        if (attempt >= 3) {
+        if (time_mono_ns() > deadline)
+            break;
+        if (attempt >= 2) { /* random pause up to 0.1 ms * 2^attempt, at most 2 ms */
             unsigned seed = (unsigned)now ^ (unsigned)(uintptr_t)&op ^ (unsigned)attempt;
-            struct timespec ts = {0, 100000L * (1 + rand_r(&seed) % 20)}; /* 0.1-2 ms */
+            long cap = attempt >= 4 ? 20 : 1L << attempt;
+            struct timespec ts = {0, 100000L * (1 + rand_r(&seed) % cap)};
             nanosleep(&ts, NULL);
         }
     }
-    if (rc == STORE_OK && seq > 0)
-        hint_set(m, h, win, seq);
-    if (rc == STORE_OK && delta != 0 && seq == 1)
+    if (rc == STORE_EUNAVAIL)
+        log_warn("counter '%s' still contended after %d attempts", key, attempt + 1);
+    if (started)
         counters_prune(&op, now); /* a new window began: a good moment to drop old ones */
+done:
     op_end(&op);
-    if (rc == STORE_EUNAVAIL && delta != 0)
-        log_warn("counter '%s' still contended after %d attempts", key, COUNTER_ATTEMPTS);
     if (rc == STORE_OK) {
+        if (h.gen[0])
+            hint_set(m, &h);
         if (value)
-            *value = v;
+            *value = h.value;
         if (reset_ms)
-            *reset_ms = (win + 1) * window_ms - now;
+            *reset_ms = expires - now;
     }
     return rc;
 }
@@ -1117,9 +1233,15 @@ static const index_def_t index_defs[] = {
     {"executions", "owner_1_createdAt_-1__id_-1", false, {"owner", "createdAt", "_id"},
      {1, -1, -1}},
     {"executions", "owner_1_status_1", false, {"owner", "status"}, {1, 1}},
-    /* counter links are unique by _id; these serve user_delete and the prune */
+    /* counters and their links are found by _id; these serve user_delete and the prune */
     {"counters", "key_1", false, {"key"}, {1}},
     {"counters", "expiresAt_1", false, {"expiresAt"}, {1}},
+#define LINKS_INDEX(x) {"counter_links_" #x, "expiresAt_1", false, {"expiresAt"}, {1}}
+    LINKS_INDEX(0), LINKS_INDEX(1), LINKS_INDEX(2), LINKS_INDEX(3),
+    LINKS_INDEX(4), LINKS_INDEX(5), LINKS_INDEX(6), LINKS_INDEX(7),
+    LINKS_INDEX(8), LINKS_INDEX(9), LINKS_INDEX(a), LINKS_INDEX(b),
+    LINKS_INDEX(c), LINKS_INDEX(d), LINKS_INDEX(e), LINKS_INDEX(f),
+#undef LINKS_INDEX
 };
 
 static int create_index(mongoc_client_t *c, const char *db, const index_def_t *d,
@@ -1169,6 +1291,8 @@ store_t *store_mongo_open(const config_store_t *cfg, char *err, size_t errlen)
     for (size_t i = 0; i < sizeof timeouts / sizeof *timeouts; i++)
         if (!mongoc_uri_has_option(m->uri, timeouts[i]))
             mongoc_uri_set_option_as_int32(m->uri, timeouts[i], t);
+    m->timeout_ms = t;
+    m->last_prune_ms = time_now_ms(); /* the first prune comes one interval after open */
     if (!mongoc_uri_has_option(m->uri, MONGOC_URI_APPNAME))
         mongoc_uri_set_appname(m->uri, "faas");
     if (cfg->database[0])
