@@ -1,10 +1,16 @@
 /* The MongoDB driver of store.h (mongo-c-driver 1.23). One mongoc_client_pool_t per store;
  * every operation pops a client, uses it on the calling thread only, and pushes it back.
  *
- * Collections: users, functions, executions, counters. Ids are ObjectIds (our 24-hex ids),
- * times int64 ms, stdout/stderr BSON binary. Every value that comes from a caller is appended
- * as a typed BSON value, never parsed from JSON text and never used as a key, so strings like
- * `{"$gt":""}` or "$where" are just strings. */
+ * Collections: users, functions, executions, counters (+ counter_links_0..f, see the
+ * counters section). Ids are ObjectIds (our 24-hex ids), times int64 ms, stdout/stderr BSON
+ * binary. Every value that comes from a caller is appended as a typed BSON value, never
+ * parsed from JSON text and never used as a key, so strings like `{"$gt":""}` or "$where" are
+ * just strings.
+ *
+ * Also runs on FerretDB 1.24 (the test peer), within its limits: its update/findAndModify are
+ * "read, then write by _id", so only inserts against a unique index are atomic there (the
+ * counters are built on that); two updates of one execution racing each other, or two token
+ * bumps, are atomic on MongoDB but not on FerretDB. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,9 +59,13 @@ static void mongo_log_handler(mongoc_log_level_t level, const char *domain, cons
                               void *data)
 {
     (void)data;
+    /* the failures that matter are logged by map_error with their operation; the driver's
+     * own warnings (a socket timeout, FerretDB lacking endSessions) are detail */
     if (level <= MONGOC_LOG_LEVEL_WARNING)
-        log_kv(level <= MONGOC_LOG_LEVEL_CRITICAL ? LOG_ERROR : LOG_WARN, "mongoc", domain,
-               "%s", message);
+        log_kv(level <= MONGOC_LOG_LEVEL_CRITICAL ? LOG_ERROR
+               : level <= MONGOC_LOG_LEVEL_ERROR  ? LOG_WARN
+                                                  : LOG_DEBUG,
+               "mongoc", domain, "%s", message);
 }
 
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
