@@ -6,15 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* store_mongo.c is written in its own branch. Until it is in the tree, "mongodb" answers that
- * the driver is not built in; once the file exists it is linked like any other driver. (A weak
- * fallback symbol would not do: with static archives it would shadow the real driver.) */
-#if defined(__has_include)
-#if __has_include("store_mongo.c")
-#define STORE_HAVE_MONGO 1
-#endif
-#endif
-
 store_t *store_open(const config_store_t *cfg, char *err, size_t errlen)
 {
     if (!cfg) {
@@ -23,14 +14,8 @@ store_t *store_open(const config_store_t *cfg, char *err, size_t errlen)
     }
     if (strcmp(cfg->driver, "sqlite") == 0)
         return store_sqlite_open(cfg, err, errlen);
-    if (strcmp(cfg->driver, "mongodb") == 0) {
-#ifdef STORE_HAVE_MONGO
+    if (strcmp(cfg->driver, "mongodb") == 0)
         return store_mongo_open(cfg, err, errlen);
-#else
-        snprintf(err, errlen, "store driver 'mongodb' is not built into this binary");
-        return NULL;
-#endif
-    }
     snprintf(err, errlen, "unknown store driver '%s' (expected 'sqlite' or 'mongodb')",
              cfg->driver);
     return NULL;

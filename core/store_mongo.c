@@ -270,6 +270,7 @@ static void decode_execution(const bson_t *d, store_execution_t *e)
     e->finished_at = get_i64(d, "finishedAt", 0);
     get_str(d, "worker", e->worker, sizeof e->worker);
     e->attempts = (int)get_i64(d, "attempts", 0);
+    e->extra_json = get_dup(d, "extra", NULL);
 }
 
 /* ---- small query helpers ---- */
@@ -704,6 +705,7 @@ static void append_result_fields(bson_t *d, const store_execution_t *e)
     BSON_APPEND_INT64(d, "finishedAt", e->finished_at);
     BSON_APPEND_UTF8(d, "worker", e->worker);
     BSON_APPEND_INT32(d, "attempts", e->attempts);
+    append_text(d, "extra", e->extra_json);
 }
 
 static bool execution_strings_ok(const store_execution_t *e)

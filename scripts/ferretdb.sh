@@ -17,7 +17,6 @@ VERSION=v1.24.2
 MODULE=github.com/FerretDB/FerretDB
 DEPS=${FAAS_DEPS:-$PWD/.deps}
 BIN=$DEPS/bin/ferretdb
-CACHE_BIN=/work/cache/bin/ferretdb # local speed-up only; CI builds from the module proxy
 
 die() { echo "ferretdb.sh: $*" >&2; exit 1; }
 
@@ -26,10 +25,6 @@ works() { [ -x "$1" ] && "$1" --version >/dev/null 2>&1; }
 build() {
     works "$BIN" && return 0
     mkdir -p "$DEPS/bin"
-    if works "$CACHE_BIN"; then
-        cp "$CACHE_BIN" "$BIN.tmp" && mv "$BIN.tmp" "$BIN"
-        return 0
-    fi
     export PATH=$PATH:/usr/local/go/bin
     command -v go >/dev/null || die "cannot build ferretdb: no 'go' on PATH or in /usr/local/go/bin"
     echo "ferretdb.sh: building ferretdb $VERSION (takes a few minutes the first time)" >&2
