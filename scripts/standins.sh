@@ -51,24 +51,25 @@ trap 'rm -rf "$tmp"' EXIT
 # --- Debian base ---------------------------------------------------------------------------
 BASE=faas-standin/debian:bookworm-slim
 tarball=$CACHE/debian-$SUITE-minbase.tar
-if [ ! -s "$tarball" ]; then
-    command -v debootstrap >/dev/null || {
-        [ "$(id -u)" = 0 ] || die "debootstrap missing (apt-get install debootstrap)"
-        apt-get install -y -qq debootstrap >/dev/null
-    }
-    root=$tmp/rootfs
-    say "debootstrap $SUITE from $(mirror) (about a minute)"
-    debootstrap --variant=minbase "$SUITE" "$root" "$(mirror)" >"$tmp/debootstrap.log" 2>&1 ||
-        { tail -n 20 "$tmp/debootstrap.log" >&2; die "debootstrap failed"; }
-    # What the slim images do: no apt caches, no docs; no services started by postinst.
-    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-    printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
-    chmod 755 "$root/usr/sbin/policy-rc.d"
-    tar -C "$root" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
-    rm -rf "$root"
-fi
-base_hash=$(sha256sum "$tarball" | cut -c1-64)
+# The recipe, not the tarball's bytes (debootstrap is not reproducible), names the base.
+base_hash=$(echo "debootstrap minbase $SUITE $(mirror) policy-rc.d v1" | sha256sum | cut -c1-64)
 if [ "$(label_of "$BASE")" != "$base_hash" ]; then
+    if [ ! -s "$tarball" ]; then
+        command -v debootstrap >/dev/null || {
+            [ "$(id -u)" = 0 ] || die "debootstrap missing (apt-get install debootstrap)"
+            apt-get install -y -qq debootstrap >/dev/null
+        }
+        root=$tmp/rootfs
+        say "debootstrap $SUITE from $(mirror) (about a minute)"
+        debootstrap --variant=minbase "$SUITE" "$root" "$(mirror)" >"$tmp/debootstrap.log" 2>&1 ||
+            { tail -n 20 "$tmp/debootstrap.log" >&2; die "debootstrap failed"; }
+        # What the slim images do: no apt caches; no services started by postinst scripts.
+        rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+        printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+        chmod 755 "$root/usr/sbin/policy-rc.d"
+        tar -C "$root" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+        rm -rf "$root"
+    fi
     say "importing $BASE"
     docker import -c "LABEL faas.standin.hash=$base_hash" -c 'CMD ["bash"]' \
         -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \

@@ -77,16 +77,20 @@ def test_smoke_user_login_function_sync_and_async_execution_through_the_gateway(
 
 
 def test_thirty_executions_spread_over_all_three_workers(stack, client):
-    fid = client.function(ECHO)
+    # Two users: the quota plugin allows 20 executions in flight per user.
+    users = [(client, client.function(ECHO))]
+    other = Client(stack.url).register()
+    users.append((other, other.function(ECHO)))
     eids = {}
     for i in range(30):
-        r = client.req("POST", f"/api/v1/functions/execute/{fid}?async=true",
-                       data=f"input {i}".encode())
+        user, fid = users[i % 2]
+        r = user.req("POST", f"/api/v1/functions/execute/{fid}?async=true",
+                     data=f"input {i}".encode())
         assert r.status_code == 202, r.text
-        eids[r.json()["executionId"]] = f"input {i}"
+        eids[r.json()["executionId"]] = (user, f"input {i}")
     spread = collections.Counter()
-    for eid, expected in eids.items():
-        rec = client.wait_execution(eid)
+    for eid, (user, expected) in eids.items():
+        rec = user.wait_execution(eid)
         assert rec["status"] == "succeeded" and rec["stdout"] == expected, rec
         spread[rec["worker"]] += 1
     note("spread of 30 executions over the workers: " +
