@@ -65,6 +65,8 @@ class Stack:
         self.env.pop("DOCKER_BUILDKIT", None)
         self.apis, self.workers = apis, workers
         self.worker_ids = set()
+        os.makedirs(os.path.dirname(REPORT), exist_ok=True)
+        open(REPORT, "w").close()
 
     def compose(self, *args, check=True, timeout=600):
         argv = ["docker-compose", "-p", self.project,

@@ -135,7 +135,7 @@ def test_a_worker_killed_mid_execution_loses_nothing(stack, client):
     def running_somewhere():
         for c in stack.containers("worker"):
             wid = stack.hostname(c)
-            running = run(["docker", "ps", "-q", "--filter", f"label=faas.worker={wid}",
+            running = run(["docker", "ps", "--filter", f"label=faas.worker={wid}",
                            "--format", '{{.Label "faas.execution"}}']).split()
             mine = [e for e in running if e in eids]
             if mine:
