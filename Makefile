@@ -16,6 +16,8 @@ override CFLAGS += $(SAN)
 override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE \
            -Icore -Iworker $(PKG_CFLAGS)
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
+# each binary maps only the libraries it calls (the worker needs no SQLite or MongoDB)
+LDFLAGS += -Wl,--as-needed
 BIN     ?= bin
 
 CORE_SRC   := $(filter-out core/main_api.c,$(wildcard core/*.c))
@@ -40,15 +42,15 @@ $(BUILD)/libfaasworker.a: $(WORKER_OBJ)
 
 $(BIN)/faas-api: $(BUILD)/core/main_api.o $(BUILD)/libfaascore.a
 	@mkdir -p $(BIN)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@echo '  LD  $@'; $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BIN)/faas-worker: $(BUILD)/worker/main_worker.o $(BUILD)/libfaasworker.a $(BUILD)/libfaascore.a
 	@mkdir -p $(BIN)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@echo '  LD  $@'; $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/spec/%: spec/unit/%.c spec/unit/t.h $(BUILD)/libfaasworker.a $(BUILD)/libfaascore.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Ispec/unit $(LDFLAGS) -o $@ $< $(BUILD)/libfaasworker.a $(BUILD)/libfaascore.a $(LDLIBS)
+	@echo '  LD  $@'; $(CC) $(CFLAGS) -Ispec/unit $(LDFLAGS) -o $@ $< $(BUILD)/libfaasworker.a $(BUILD)/libfaascore.a $(LDLIBS)
 
 # Installs the Debian packages the build and the tests need (root), or says how.
 deps:

@@ -13,6 +13,7 @@ fi
 new_user
 sleep 1
 IDLE_RSS=$(rss_kb "$API_PID")
+IDLE_ANON=$(anon_kb "$API_PID")
 
 # nginx serving the same response body as a static file
 mkdir -p "$TMP/www/api/v1/users" "$TMP/nginx"
@@ -56,7 +57,7 @@ printf 'store driver:                 %s\n' "$DRIVER"
 printf 'GET /users/me faas-api:       %s req/s\n' "$OURS"
 printf 'same bytes from nginx:        %s req/s\n' "$NGINX"
 awk -v a="$OURS" -v b="$NGINX" 'BEGIN {printf "ratio faas-api/nginx:          %.2f (target >= 0.5)\n", a/b}'
-awk -v r="$IDLE_RSS" 'BEGIN {printf "idle faas-api RSS:            %.1f MB (target <= 15)\n", r/1024}'
+awk -v r="$IDLE_RSS" -v a="$IDLE_ANON" 'BEGIN {printf "idle faas-api RSS:            %.1f MB (target <= 15), private %.1f MB\n", r/1024, a/1024}'
 printf '/me p99 alone:                %s ms\n' "$P99_ALONE"
 printf '/me p99 under login storm:    %s ms (%s logins/s)\n' "$P99_STORM" "$LOGINS"
 awk -v a="$P99_STORM" -v b="$P99_ALONE" 'BEGIN {printf "p99 storm/alone:              %.2f (target <= 2)\n", a/b}'

@@ -14,6 +14,7 @@ FID=$(curl -fsS -X POST "$API/api/v1/functions" -H "Authorization: Bearer $TOKEN
     /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["functionId"])')
 sleep 1
 WORKER_RSS=$(rss_kb "$WORKER_PID")
+WORKER_ANON=$(anon_kb "$WORKER_PID")
 
 ms() { date +%s%N; }
 ours=() theirs=()
@@ -63,4 +64,4 @@ awk -v a="$M_OURS" -v b="$M_THEIRS" 'BEGIN {printf "ratio faas/docker-run:      
 printf 'throughput, 8 in flight, faas:      %s exec/s\n' "$OURS_TPS"
 printf 'throughput, 8 parallel docker run:  %s exec/s\n' "$DOCKER_TPS"
 printf 'async accept rate:                  %s 202/s (target >= 2000)\n' "$ASYNC"
-awk -v r="$WORKER_RSS" 'BEGIN {printf "idle faas-worker RSS:               %.1f MB (target <= 10)\n", r/1024}'
+awk -v r="$WORKER_RSS" -v a="$WORKER_ANON" 'BEGIN {printf "idle faas-worker RSS:               %.1f MB (target <= 10), private %.1f MB, the rest shared library pages\n", r/1024, a/1024}'

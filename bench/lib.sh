@@ -16,6 +16,7 @@ export FAAS_JWT_SECRET=bench-secret-0123456789abcdefghijklmnopqrstuvwxyz
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+anon_kb() { awk '/^RssAnon/ {print $2}' "/proc/$1/status"; }
 
 # start_stack [workers] [store-lua]: sets API, API_PID, NATS_PORT
 start_stack() {

@@ -38,8 +38,10 @@ cJSON *api_body_object(http_request_t *req)
         http_respond_error(req, 400, "request body contains a NUL byte");
         return NULL;
     }
+    /* the body is NUL-terminated; cJSON counts that NUL in the length when it must check
+     * that nothing follows the value */
     const char *end = NULL;
-    cJSON *json = cJSON_ParseWithLengthOpts(req->body, req->body_len, &end, 1);
+    cJSON *json = cJSON_ParseWithLengthOpts(req->body, req->body_len + 1, &end, 1);
     if (!json) {
         http_respond_error(req, 400, "malformed JSON");
         return NULL;
@@ -194,5 +196,13 @@ cJSON *api_execution_json(const store_execution_t *e, bool with_output)
     else
         cJSON_AddNullToObject(o, "worker");
     cJSON_AddNumberToObject(o, "attempts", e->attempts);
+    /* fields postprocess plugins added ("json" from the output plugin, ...) */
+    cJSON *extra = with_output && e->extra_json ? cJSON_Parse(e->extra_json) : NULL;
+    cJSON *item;
+    cJSON_ArrayForEach(item, extra) {
+        if (!cJSON_HasObjectItem(o, item->string))
+            cJSON_AddItemToObject(o, item->string, cJSON_Duplicate(item, 1));
+    }
+    cJSON_Delete(extra);
     return o;
 }

@@ -37,6 +37,9 @@ struct bus {
     pthread_mutex_t mu;          /* guards setup_wanted, setup_last_ns */
     pthread_mutex_t fetch_mu;    /* one natsSubscription_Fetch at a time on work_sub */
     natsSubscription *work_sub;
+    natsSubscription *started_sub; /* execution.*.started, API side */
+    bus_result_fn started_fn;
+    void *started_arg;
     bool setup_wanted;           /* bus_setup was called: redo it when the server lost it */
     uint64_t setup_last_ns;      /* last automatic attempt (at most one a second) */
 
@@ -213,6 +216,10 @@ void bus_close(bus_t *b)
         natsSubscription_Destroy(b->work_sub);
     b->work_sub = NULL;
     pthread_mutex_unlock(&b->fetch_mu);
+    if (b->started_sub) {
+        natsSubscription_Unsubscribe(b->started_sub);
+        natsSubscription_Destroy(b->started_sub);
+    }
     if (b->js)
         jsCtx_Destroy(b->js);
     bool closed = true;
@@ -552,6 +559,41 @@ void bus_result_unsubscribe(bus_waiter_t *w)
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     free(w);
+}
+
+/* ---- started notices ---- */
+
+int bus_started_publish(bus_t *b, const char *execution_id, const void *data, size_t len)
+{
+    if (!b || !b->nc || !id_valid(execution_id))
+        return BUS_EINVAL;
+    if (!bus_is_connected(b))
+        return BUS_EUNAVAIL;
+    char subj[80];
+    snprintf(subj, sizeof(subj), "execution.%s.started", execution_id);
+    return natsConnection_Publish(b->nc, subj, data, (int)len) == NATS_OK ? BUS_OK
+                                                                          : BUS_EUNAVAIL;
+}
+
+static void started_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+                           void *closure)
+{
+    (void)nc;
+    (void)sub;
+    bus_t *b = closure;
+    b->started_fn(b->started_arg, natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
+    natsMsg_Destroy(msg);
+}
+
+int bus_started_subscribe(bus_t *b, bus_result_fn fn, void *arg)
+{
+    if (!b || !b->nc || !fn || b->started_sub)
+        return BUS_EINVAL;
+    b->started_fn = fn;
+    b->started_arg = arg;
+    natsStatus s = natsConnection_QueueSubscribe(&b->started_sub, b->nc, "execution.*.started",
+                                                 "faas-api-started", started_on_msg, b);
+    return s == NATS_OK ? BUS_OK : BUS_EUNAVAIL;
 }
 
 /* ---- worker side ---- */

@@ -83,6 +83,14 @@ int bus_queue_depth(bus_t *b, int64_t *pending, int64_t *ack_pending);
  * removed), -1 unknown. BUS_EUNAVAIL when it cannot be asked. */
 int bus_queue_stored(bus_t *b, int64_t *msgs);
 
+/* Tells the API replicas that an execution has started (plain NATS, best effort: the result
+ * is what counts) on execution.<id>.started, a subject outside the RESULTS stream and unseen
+ * by seed clients waiting on execution.<id>. */
+int bus_started_publish(bus_t *b, const char *execution_id, const void *data, size_t len);
+/* Receives started notices; one API replica (a queue group) gets each. `fn` runs on a cnats
+ * thread until bus_close(). */
+int bus_started_subscribe(bus_t *b, bus_result_fn fn, void *arg);
+
 /* ---- worker side ---- */
 
 /* Fetches up to `max` requests from the workers' shared durable consumer, waiting at most

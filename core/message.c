@@ -388,13 +388,50 @@ char *message_result_encode(const store_execution_t *e, size_t *len)
     cJSON_AddNumberToObject(root, "createdAt", (double)e->created_at);
     cJSON_AddNumberToObject(root, "startedAt", (double)e->started_at);
     cJSON_AddNumberToObject(root, "finishedAt", (double)e->finished_at);
+    cJSON *extra = e->extra_json ? cJSON_Parse(e->extra_json) : NULL;
+    cJSON *item;
+    cJSON_ArrayForEach(item, extra) {
+        if (!cJSON_HasObjectItem(root, item->string))
+            cJSON_AddItemToObject(root, item->string, cJSON_Duplicate(item, 1));
+    }
+    cJSON_Delete(extra);
     char *out = print_json(root, len);
     cJSON_Delete(root);
     return out;
 }
 
+/* The fields of a result message the platform itself defines; anything else was added by a
+ * postprocess plugin and travels in extra_json. */
+static const char *const result_fields[] = {
+    "result",   "executionId", "functionId", "userId",    "status",    "exitCode",
+    "stdout",   "stdoutB64",   "stderr",     "stderrB64", "reason",    "durationMs",
+    "worker",   "attempts",    "createdAt",  "startedAt", "finishedAt", NULL};
+
+static char *extra_fields(const cJSON *root)
+{
+    cJSON *extra = NULL;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, root) {
+        bool known = false;
+        for (int i = 0; result_fields[i] && !known; i++)
+            known = strcmp(item->string, result_fields[i]) == 0;
+        if (known)
+            continue;
+        if (!extra)
+            extra = cJSON_CreateObject();
+        cJSON_AddItemToObject(extra, item->string, cJSON_Duplicate(item, 1));
+    }
+    if (!extra)
+        return NULL;
+    char *text = cJSON_PrintUnformatted(extra);
+    cJSON_Delete(extra);
+    return text;
+}
+
 static void result_free(store_execution_t *e)
 {
+    free(e->extra_json);
+    e->extra_json = NULL;
     free(e->result);
     free(e->out);
     free(e->err);
@@ -485,6 +522,7 @@ int message_result_decode(const char *data, size_t len, store_execution_t *e, ch
         get_int(root, "finishedAt", 0, MSG_MAX_INT, 0, &e->finished_at, err, errlen) != 0)
         goto done;
     e->attempts = (int)attempts;
+    e->extra_json = extra_fields(root);
     rc = 0;
 done:
     cJSON_Delete(root);

@@ -70,7 +70,31 @@ static int dead_letter(void *arg, const char *data, size_t len)
     return rc == BUS_OK ? 0 : -1;
 }
 
+/* A worker took an execution: queued -> running (the store never lets this overwrite a final
+ * state, so a notice that arrives after the result changes nothing). */
+static void started(void *arg, const char *data, size_t len)
+{
+    api_t *app = arg;
+    cJSON *o = cJSON_ParseWithLength(data, len);
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "executionId"));
+    const char *worker = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "worker"));
+    cJSON *at = cJSON_GetObjectItemCaseSensitive(o, "startedAt");
+    cJSON *attempt = cJSON_GetObjectItemCaseSensitive(o, "attempt");
+    if (id && id_valid(id)) {
+        store_execution_t e = {.duration_ms = -1};
+        str_copy(e.id, sizeof e.id, id);
+        str_copy(e.status, sizeof e.status, "running");
+        str_copy(e.worker, sizeof e.worker, worker ? worker : "");
+        e.started_at = cJSON_IsNumber(at) ? (int64_t)at->valuedouble : time_now_ms();
+        e.attempts = cJSON_IsNumber(attempt) ? attempt->valueint : 0;
+        app->store->ops->execution_update(app->store, &e);
+    }
+    cJSON_Delete(o);
+}
+
 int api_recorder_start(api_t *app)
 {
+    if (bus_started_subscribe(app->bus, started, app) != BUS_OK)
+        log_warn("cannot subscribe to started notices: executions show queued until done");
     return bus_recorder_start(app->bus, record, dead_letter, app);
 }

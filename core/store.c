@@ -57,6 +57,8 @@ void store_execution_clear(store_execution_t *e)
     free(e->result);
     free(e->out);
     free(e->err);
+    free(e->extra_json);
+    e->extra_json = NULL;
     e->result = e->out = e->err = NULL;
     e->out_len = e->err_len = 0;
 }

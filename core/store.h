@@ -59,6 +59,8 @@ typedef struct {
     int64_t finished_at;
     char worker[64];
     int attempts;
+    char *extra_json;     /* owned: a JSON object of the fields postprocess plugins added to
+                           * the result ({"json": ...}), NULL when none */
 } store_execution_t;
 
 typedef struct store store_t;

@@ -79,6 +79,8 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (key, window_start)"
     ") WITHOUT ROWID;"
     "CREATE INDEX counters_by_expiry ON counters (expires_at);",
+    /* 2: fields that postprocess plugins add to a result (a JSON object) */
+    "ALTER TABLE executions ADD COLUMN extra TEXT;",
 };
 #define SQ_SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -88,7 +90,7 @@ static const char *const migrations[] = {
 #define EX_SUMMARY_COLS                                                                    \
     "id, function_id, owner, status, reason, exit_code, duration_ms, created_at, "          \
     "started_at, finished_at, worker, attempts"
-#define EX_COLS EX_SUMMARY_COLS ", result, out, err"
+#define EX_COLS EX_SUMMARY_COLS ", result, out, err, extra"
 #define EX_LIST_ORDER " ORDER BY created_at DESC, id DESC LIMIT ?5"
 
 /* Every statement a connection may cache, prepared on first use. */
@@ -148,7 +150,7 @@ static const char *const sql_text[ST_COUNT] = {
     [ST_FN_DELETE] = "DELETE FROM functions WHERE id = ?1 AND owner = ?2",
     [ST_FN_COUNT] = "SELECT count(*) FROM functions WHERE owner = ?1",
     [ST_EX_INSERT] = "INSERT INTO executions (" EX_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, "
-                     "?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                     "?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     /* Only a non-final row changes; a "running" report never replaces a final state and a
      * second final report changes nothing. Unknown times/worker keep what is there. */
     [ST_EX_UPDATE] = "UPDATE executions SET status = ?2, reason = ?3, exit_code = ?4, "
@@ -156,7 +158,7 @@ static const char *const sql_text[ST_COUNT] = {
                      "started_at = CASE WHEN ?9 > 0 THEN ?9 ELSE started_at END, "
                      "finished_at = CASE WHEN ?10 > 0 THEN ?10 ELSE finished_at END, "
                      "worker = CASE WHEN ?11 <> '' THEN ?11 ELSE worker END, "
-                     "attempts = max(attempts, ?12) "
+                     "attempts = max(attempts, ?12), extra = ?13 "
                      "WHERE id = ?1 AND status IN ('queued', 'running')",
     [ST_EX_EXISTS] = "SELECT 1 FROM executions WHERE id = ?1",
     [ST_EX_GET] = "SELECT " EX_COLS " FROM executions WHERE id = ?1 "
@@ -853,6 +855,7 @@ static int sq_execution_insert(store_t *self, const store_execution_t *e)
     bind_text(st, 13, e->result);
     bind_bytes(st, 14, e->out, e->out_len);
     bind_bytes(st, 15, e->err, e->err_len);
+    bind_text(st, 16, e->extra_json);
     int rc = sqlite3_step(st);
     if (rc != SQLITE_DONE)
         ret = sq_err(c->db, rc, "insert execution");
@@ -891,6 +894,7 @@ static int sq_execution_update(store_t *self, const store_execution_t *e)
     sqlite3_bind_int64(st, 10, e->finished_at);
     bind_text(st, 11, e->worker);
     sqlite3_bind_int(st, 12, e->attempts);
+    bind_text(st, 13, e->extra_json);
     int rc = sqlite3_step(st);
     int changed = rc == SQLITE_DONE ? sqlite3_changes(c->db) : 0;
     if (rc != SQLITE_DONE)
@@ -955,6 +959,7 @@ static int sq_execution_get(store_t *self, const char *owner, const char *id,
         out->result = col_dup(st, 12, NULL);
         out->out = col_dup(st, 13, &out->out_len);
         out->err = col_dup(st, 14, &out->err_len);
+        out->extra_json = col_dup(st, 15, NULL);
     } else if (rc == SQLITE_DONE) {
         ret = STORE_ENOTFOUND;
     } else {

@@ -3,7 +3,8 @@
 -- Hooks: validate_function(fn, ctx) (registration) and quota(ctx) (each execution).
 -- conf (0 = no limit, the default for each):
 --   max_functions         = integer  functions a user may have; needs ctx.function_count
---                                    (given by the API). 403 "function limit of N reached".
+--                                    (given by the API). 429 "function limit of N reached"
+--                                    (a quota, like the others; delete one to go on).
 --   executions_per_minute = integer  executions a user may start per fixed minute window,
 --                                    counted in the store (shared by every API replica) with
 --                                    faas.counter. 429 "rate limit of N executions per
@@ -28,7 +29,7 @@ return {
   validate_function = function(fn, ctx)
     local n = ctx.function_count
     if conf.max_functions > 0 and n and n >= conf.max_functions then
-      return 403, "function limit of " .. conf.max_functions .. " reached"
+      return 429, "function limit of " .. conf.max_functions .. " reached"
     end
   end,
 

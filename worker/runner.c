@@ -225,7 +225,10 @@ typedef struct {
     runner_result_t *res;
     size_t limit;
     bool truncated;
+    int esc; /* where the result filter is inside an ANSI escape sequence (ESC_*) */
 } sink_t;
+
+enum { ESC_NONE, ESC_START, ESC_CSI, ESC_OSC };
 
 static void cap_append(sink_t *s, buf_t *b, const unsigned char *p, size_t len)
 {
@@ -247,8 +250,14 @@ static void cap_append(sink_t *s, buf_t *b, const unsigned char *p, size_t len)
         s->truncated = true;
 }
 
+static bool result_char(unsigned char c)
+{
+    return (c >= 0x20 && c != 0x7f) || c == '\n' || c == '\t';
+}
+
 /* Every payload piece: into its stream's buffer and into the interleaved result without
- * control characters (but \n and \t), each capped at the limit. */
+ * control characters (but \n and \t) and without ANSI escape sequences (CSI `ESC [ ... final`,
+ * OSC `ESC ] ... BEL`), each capped at the limit. The escape state survives across frames. */
 static void sink_out(void *arg, int stream, const unsigned char *p, size_t len)
 {
     sink_t *s = arg;
@@ -260,12 +269,34 @@ static void sink_out(void *arg, int stream, const unsigned char *p, size_t len)
             s->truncated = true;
             return;
         }
-        size_t j = i;
-        while (j < len && (p[j] >= 0x20 || p[j] == '\n' || p[j] == '\t') && p[j] != 0x7f)
-            j++;
-        if (j > i)
-            cap_append(s, &res->result, p + i, j - i);
-        i = j + 1; /* skips the control character at j (or ends) */
+        unsigned char c = p[i];
+        switch (s->esc) {
+        case ESC_NONE: {
+            size_t j = i;
+            while (j < len && result_char(p[j]))
+                j++;
+            if (j > i)
+                cap_append(s, &res->result, p + i, j - i);
+            if (j < len && p[j] == 0x1b)
+                s->esc = ESC_START;
+            i = j + 1; /* skips the control character at j (or ends) */
+            continue;
+        }
+        case ESC_START:
+            s->esc = c == '[' ? ESC_CSI : c == ']' ? ESC_OSC : ESC_NONE;
+            break;
+        case ESC_CSI:
+            if (c >= 0x40 && c <= 0x7e)
+                s->esc = ESC_NONE;
+            break;
+        case ESC_OSC:
+            if (c == 0x07)
+                s->esc = ESC_NONE;
+            else if (c == 0x1b)
+                s->esc = ESC_START;
+            break;
+        }
+        i++;
     }
 }
 
@@ -442,7 +473,7 @@ void runner_run(docker_t *d, const char *socket_path, const char *api,
     bool timed_out = false;
     keepalive_t ka = {keepalive, keepalive_arg, time_mono_ns() + KEEPALIVE_NS};
     sink_t sink = {res, spec->output_limit > 0 ? (size_t)spec->output_limit : (size_t)1 << 20,
-                   false};
+                   false, ESC_NONE};
 
     if (ensure_image(d, spec, res) != 0)
         goto done;

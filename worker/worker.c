@@ -170,6 +170,14 @@ static char *result_message(worker_t *w, const message_request_t *r, const runne
     cJSON *json = cJSON_ParseWithLength(data, *len);
     if (!json)
         return data;
+    /* the exact bytes travel in stdoutB64/stderrB64; when a hook rewrites the text, the
+     * rewritten text must win, so the stale exact copy is dropped below */
+    static const char *const streams[][2] = {{"stdout", "stdoutB64"}, {"stderr", "stderrB64"}};
+    char *before[2];
+    for (int i = 0; i < 2; i++) {
+        const char *t = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(json, streams[i][0]));
+        before[i] = xstrdup(t ? t : "");
+    }
     for (int i = 0; i < w->nhooks; i++)
         if (w->hooks[i].after_run)
             w->hooks[i].after_run(w->hooks[i].arg, json, spec, r);
@@ -195,6 +203,12 @@ static char *result_message(worker_t *w, const message_request_t *r, const runne
             cJSON_Delete(json);
             json = fresh;
         }
+    }
+    for (int i = 0; i < 2; i++) {
+        const char *t = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(json, streams[i][0]));
+        if (!t || strcmp(t, before[i]) != 0)
+            cJSON_DeleteItemFromObjectCaseSensitive(json, streams[i][1]);
+        free(before[i]);
     }
     char *out = cJSON_PrintUnformatted(json);
     cJSON_Delete(json);
@@ -257,6 +271,16 @@ static void handle(slot_t *slot, docker_t *d, bus_msg_t *m)
         res.exit_code = -1;
         res.duration_ms = -1;
     } else {
+        cJSON *n = cJSON_CreateObject();
+        cJSON_AddStringToObject(n, "executionId", r.execution_id);
+        cJSON_AddStringToObject(n, "worker", cfg->worker.id);
+        cJSON_AddNumberToObject(n, "startedAt", (double)time_now_ms());
+        cJSON_AddNumberToObject(n, "attempt", attempt);
+        char *notice = cJSON_PrintUnformatted(n);
+        cJSON_Delete(n);
+        if (notice)
+            bus_started_publish(w->bus, r.execution_id, notice, strlen(notice));
+        free(notice);
         runner_run(d, cfg->worker.docker_socket, cfg->worker.docker_api, &spec, &res, true,
                    keepalive, m);
     }

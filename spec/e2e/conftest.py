@@ -16,6 +16,7 @@ import requests
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.join(ROOT, os.environ.get("FAAS_BIN", "bin"))
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 SECRET = "e2e-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 
 
@@ -115,6 +116,7 @@ class Stack:
 
     def __init__(self, workers=1, apis=1, plugins=None, extra=None, worker_conf=None,
                  limits=None, server=None, store=None):
+        self.closed = False
         self.tmp = tempfile.mkdtemp(prefix="faas-e2e-")
         self.nats = Nats(self.tmp)
         self.store = store or default_store(self.tmp)
@@ -202,13 +204,20 @@ log = {{ level = "debug" }}
         return self.apis[0].url
 
     def close(self):
+        if self.closed:
+            return
+        self.closed = True
         for p in self.apis + self.workers:
             p.stop()
         self.nats.stop()
-        if os.environ.get("FAAS_KEEP_TMP"):
+        # a sanitizer build (FAAS_BIN=bin-asan) reports into the logs: any report fails
+        reports = [p.name for p in self.apis + self.workers
+                   if any(m in p.log() for m in SANITIZER_MARKS)]
+        if os.environ.get("FAAS_KEEP_TMP") or reports:
             print("kept", self.tmp)
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
+        assert not reports, f"sanitizer reports in {reports}: see {self.tmp}"
 
     def logs(self):
         return "\n".join(f"--- {p.name}\n{p.log()[-4000:]}" for p in self.apis + self.workers)

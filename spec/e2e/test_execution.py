@@ -129,6 +129,15 @@ def test_async_returns_202_with_location_and_the_result_is_recorded(client):
     assert rec["status"] == "succeeded" and rec["stdout"] == "later"
 
 
+def test_an_execution_shows_running_while_it_runs(client):
+    fid = fn(client, "slow", timeout=20)
+    eid = client.execute(fid, b"tick", params={"async": "true"}).json()["executionId"]
+    running = wait_for(lambda: (lambda r: r if r["status"] == "running" else None)(
+        client.get(f"/api/v1/executions/{eid}").json()), 20, 0.05, what="running")
+    assert running["worker"] and running["startedAt"]
+    assert client.wait_execution(eid)["status"] == "succeeded"
+
+
 def test_a_sync_wait_past_the_limit_answers_202(fresh_stack):
     from conftest import Client
     s = fresh_stack(workers=1, server={"sync_wait": "1"})

@@ -14,9 +14,7 @@ static const char UID[] = "65f1a2b3c4d5e6f708192a3d";
 /* Frees what message_result_decode put in (what store_execution_clear does). */
 static void exec_free(store_execution_t *e)
 {
-    free(e->result);
-    free(e->out);
-    free(e->err);
+    store_execution_clear(e);
     memset(e, 0, sizeof(*e));
 }
 
@@ -358,6 +356,25 @@ TEST("a seed-style result without base64 fields decodes its text output")
     CHECK_INT(d.exit_code, 0);
     CHECK_INT(d.duration_ms, -1);
     CHECK(d.err == NULL);
+    exec_free(&d);
+}
+
+TEST("fields a plugin added to a result travel in extra_json and back")
+{
+    char json[512];
+    snprintf(json, sizeof(json),
+             "{\"executionId\":\"%s\",\"status\":\"succeeded\",\"result\":\"{}\","
+             "\"json\":{\"a\":1},\"tag\":\"x\"}",
+             EID);
+    store_execution_t d;
+    char err[256];
+    CHECK_INT(message_result_decode(json, strlen(json), &d, err, sizeof(err)), 0);
+    CHECK_STR(d.extra_json, "{\"json\":{\"a\":1},\"tag\":\"x\"}");
+    size_t n = 0;
+    char *again = message_result_encode(&d, &n);
+    CHECK(strstr(again, "\"json\":{\"a\":1}") != NULL);
+    CHECK(strstr(again, "\"tag\":\"x\"") != NULL);
+    free(again);
     exec_free(&d);
 }
 

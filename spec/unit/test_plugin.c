@@ -189,7 +189,7 @@ TEST("quota limits functions and concurrent executions")
     CHECK_INT(v.status, 0);
     ctx.function_count = 2;
     plugin_validate_function(h, fn, &ctx, &v);
-    CHECK_INT(v.status, 403);
+    CHECK_INT(v.status, 429);
     CHECK_STR(v.message, "function limit of 2 reached");
     cJSON_Delete(fn);
     ctx.active_executions = 0;

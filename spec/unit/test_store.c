@@ -540,6 +540,26 @@ TEST("round-trips binary stdout and stderr byte for byte")
     CHECK(got.out == NULL && got.out_len == 0);
 }
 
+TEST("keeps the fields postprocess plugins added to a result")
+{
+    store_user_t u;
+    make_user(&u, "extra");
+    store_function_t f;
+    make_function(&f, u.id, "extra");
+    store_execution_t e, got;
+    make_execution(&e, &f, 0);
+    CHECK_INT(S->ops->execution_get(S, u.id, e.id, &got), STORE_OK);
+    CHECK(got.extra_json == NULL);
+    store_execution_clear(&got);
+    str_copy(e.status, sizeof e.status, "succeeded");
+    e.extra_json = "{\"json\":{\"a\":[1,2]}}";
+    CHECK_INT(S->ops->execution_update(S, &e), STORE_OK);
+    CHECK_INT(S->ops->execution_get(S, u.id, e.id, &got), STORE_OK);
+    CHECK_STR(got.extra_json, "{\"json\":{\"a\":[1,2]}}");
+    store_execution_clear(&got);
+    CHECK(got.extra_json == NULL);
+}
+
 TEST("keeps an exit code of zero and empty output apart from none")
 {
     store_user_t u;
