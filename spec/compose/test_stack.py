@@ -6,6 +6,7 @@ Run: /usr/bin/python3 -m pytest -q spec/compose   (root, Docker, docker-compose,
 import collections
 import concurrent.futures
 import json
+import os
 import threading
 import time
 
@@ -13,7 +14,7 @@ import pytest
 import requests
 
 import promtext
-from stack import Client, Stack, note, run, wait_for
+from stack import ROOT, Client, Stack, note, run, wait_for
 
 ECHO = "faas-test/echo:latest"
 SLOW = "faas-test/slow:latest"  # sleep 3; cat
@@ -21,6 +22,10 @@ SLOW = "faas-test/slow:latest"  # sleep 3; cat
 
 @pytest.fixture(scope="module")
 def stack():
+    # The stack runs the API replicas on the mongodb store driver (SQLite cannot be shared
+    # across containers); until that driver is merged there is nothing to deploy.
+    if not os.path.exists(os.path.join(ROOT, "core", "store_mongo.c")):
+        pytest.skip("the mongodb store driver (core/store_mongo.c) is not merged yet")
     s = Stack(apis=2, workers=3)
     try:
         s.prepare()
