@@ -8,7 +8,7 @@ PKGS    := lua5.4 libmicrohttpd libnats libmongoc-1.0 libbson-1.0 libcjson libjw
 DEPS_DEB := build-essential pkg-config liblua5.4-dev lua5.4 libmicrohttpd-dev libnats-dev \
             libmongoc-dev libcjson-dev libjwt-dev libcurl4-openssl-dev libsodium-dev \
             libsqlite3-dev nats-server busybox-static python3-pytest python3-requests \
-            curl wrk nginx-light cppcheck
+            curl wrk nginx-light cppcheck docker-compose debootstrap
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS  ?= -O2 -g
@@ -28,7 +28,7 @@ UNIT_SRC   := $(wildcard spec/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:spec/unit/%.c=$(BUILD)/spec/%)
 PYTEST     := /usr/bin/python3 -m pytest
 
-.PHONY: all deps run test unit e2e asan install clean bench fuzz check-deps lint
+.PHONY: all deps run test unit e2e asan asan-test compose-test install clean bench check-deps lint
 all: $(BIN)/faas-api $(BIN)/faas-worker
 
 $(BUILD)/%.o: %.c $(wildcard core/*.h worker/*.h)
@@ -77,6 +77,14 @@ asan:
 	$(MAKE) BUILD=build-asan BIN=bin-asan CFLAGS="-O1 -g" \
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer" \
 	    LDFLAGS="-fsanitize=address,undefined" all
+
+# the end-to-end suite against the sanitizer build: any ASan/UBSan/LSan report fails it
+asan-test: asan
+	@FAAS_BIN=bin-asan $(PYTEST) -q -p no:cacheprovider spec/e2e
+
+# brings the compose stack up for real (2 APIs, 3 workers, nginx, NATS, FerretDB as MongoDB)
+compose-test: all
+	@$(PYTEST) -q -p no:cacheprovider spec/compose
 
 bench: all
 	@for b in bench/*.sh; do echo "== $$b"; bash $$b || exit 1; done
