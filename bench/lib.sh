@@ -35,7 +35,7 @@ server = { listen = "127.0.0.1", port = $API_PORT, threads = 4, sync_wait = 60 }
 auth = { jwt_secret = env("FAAS_JWT_SECRET") }
 store = $store
 nats = { url = "nats://127.0.0.1:$NATS_PORT" }
-worker = { concurrency = 8, pull_policy = "never", port = 0, reap_interval = 60 }
+worker = { concurrency = 8, pull_policy = "never", port = ${WORKER_PORT:-0}, reap_interval = 60 }
 limits = { timeout = { default = 30, max = 60 } }
 plugins = $plugins
 log = { level = "warn" }

@@ -197,16 +197,28 @@ static void wait_free(void *p)
     free(w);
 }
 
-static void fill_ctx(plugin_ctx_t *ctx, api_t *app, http_request_t *req, const store_user_t *u,
-                     const store_function_t *f, const char *execution_id)
+typedef struct {
+    api_t *app;
+    const char *user_id;
+} count_arg_t;
+
+static int64_t count_active(void *arg)
+{
+    count_arg_t *c = arg;
+    int64_t n;
+    return c->app->store->ops->execution_count_active(c->app->store, c->user_id, &n) == STORE_OK
+               ? n
+               : -1;
+}
+
+static void fill_ctx(plugin_ctx_t *ctx, count_arg_t *count, http_request_t *req,
+                     const store_user_t *u, const store_function_t *f, const char *execution_id)
 {
     *ctx = (plugin_ctx_t){.user_id = u->id, .email = u->email, .request_id = req->request_id,
                           .function = f, .input = req->body, .input_len = req->body_len,
                           .execution_id = execution_id, .function_count = -1,
-                          .active_executions = -1};
-    int64_t n;
-    if (app->store->ops->execution_count_active(app->store, u->id, &n) == STORE_OK)
-        ctx->active_executions = n;
+                          .active_executions = -1, .count_active = count_active,
+                          .count_arg = count};
 }
 
 int api_execution_create(http_request_t *req)
@@ -234,7 +246,8 @@ int api_execution_create(http_request_t *req)
         plugin_host_count(app->plugins, "quota") > 0) {
         plugin_ctx_t ctx;
         plugin_verdict_t v = {0};
-        fill_ctx(&ctx, app, req, &user, &f, execution_id);
+        count_arg_t count = {app, user.id};
+        fill_ctx(&ctx, &count, req, &user, &f, execution_id);
         plugin_validate_execution(app->plugins, &ctx, &v);
         if (!v.status)
             plugin_quota(app->plugins, &ctx, &v);

@@ -84,6 +84,8 @@ typedef struct tstate {
     int refs[CONFIG_MAX_PLUGINS]; /* plugin tables in the registry; LUA_NOREF = failed */
     char trace[4096];
     struct tstate *next, *prev;
+    const plugin_ctx_t *cur_ctx; /* the ctx of the hook call under way, NULL between calls */
+    lua_Integer ctx_serial;      /* which call: a ctx table kept past its call sees nothing */
 } tstate_t;
 
 typedef struct {
@@ -1328,12 +1330,40 @@ static void push_function(lua_State *L, tstate_t *ts, const store_function_t *f)
     lua_setfield(L, -2, "env");
 }
 
+/* ctx.active_executions, computed when a plugin first reads it (a store query: plugins that
+ * do not look do not pay). Only during the hook call that made the ctx table. */
+static int l_ctx_index(lua_State *L)
+{
+    tstate_t *ts = lua_touserdata(L, lua_upvalueindex(1));
+    const char *k = lua_tostring(L, 2);
+    const plugin_ctx_t *c = ts->cur_ctx;
+    if (!k || strcmp(k, "active_executions") != 0 || !c || !c->count_active ||
+        lua_tointeger(L, lua_upvalueindex(2)) != ts->ctx_serial)
+        return 0;
+    int64_t n = c->count_active(c->count_arg);
+    if (n < 0)
+        return 0;
+    lua_pushinteger(L, (lua_Integer)n);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, 1, "active_executions"); /* cached for the rest of the call */
+    return 1;
+}
+
 /* ctx as a fresh plain table (never pointers into C memory). */
 static void push_ctx(lua_State *L, tstate_t *ts, const plugin_ctx_t *c)
 {
     lua_createtable(L, 0, 10);
     if (!c)
         return;
+    if (c->active_executions < 0 && c->count_active) {
+        lua_createtable(L, 0, 1);
+        lua_pushlightuserdata(L, ts);
+        lua_pushinteger(L, ++ts->ctx_serial);
+        lua_pushcclosure(L, l_ctx_index, 2);
+        lua_setfield(L, -2, "__index");
+        lua_setmetatable(L, -2);
+        ts->cur_ctx = c;
+    }
     if (c->user_id || c->email) {
         lua_createtable(L, 0, 2);
         set_str(L, "id", c->user_id);
@@ -1525,6 +1555,7 @@ static void run_hook(plugin_host_t *h, int hook, cJSON *json, const plugin_ctx_t
             str_copy(ts->trace, sizeof ts->trace, err);
         } else {
             rc = guarded(ts, l_call_hook, &c, err, sizeof err);
+            ts->cur_ctx = NULL;
         }
         metric_add(h, d->name, hook, time_mono_ns() - t0, rc != LUA_OK);
         if (rc != LUA_OK) {

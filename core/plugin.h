@@ -34,6 +34,11 @@ typedef struct {
     const char *execution_id;
     int64_t function_count;    /* the user's functions (ctx.function_count), -1 unknown */
     int64_t active_executions; /* the user's queued/running executions, -1 unknown */
+    /* When active_executions is -1: counts them the first time a plugin reads
+     * ctx.active_executions during a hook call (a store query only plugins that look pay
+     * for). Returns -1 when unknown. May be NULL. */
+    int64_t (*count_active)(void *arg);
+    void *count_arg;
 } plugin_ctx_t;
 
 /* Zeroes `c` and marks the counts unknown (-1). Use it before filling a ctx. */

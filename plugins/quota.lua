@@ -34,9 +34,12 @@ return {
   end,
 
   quota = function(ctx)
-    local active = ctx.active_executions
-    if conf.max_concurrent > 0 and active and active >= conf.max_concurrent then
-      return 429, "too many concurrent executions (max " .. conf.max_concurrent .. ")", 1
+    -- reading ctx.active_executions costs a store query: only when the limit is on
+    if conf.max_concurrent > 0 then
+      local active = ctx.active_executions
+      if active and active >= conf.max_concurrent then
+        return 429, "too many concurrent executions (max " .. conf.max_concurrent .. ")", 1
+      end
     end
     if conf.executions_per_minute > 0 and ctx.user and ctx.user.id then
       local n, reset = faas.counter.incr("exec:" .. ctx.user.id, 60)
