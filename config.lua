@@ -89,7 +89,9 @@ nats = {
 }
 
 worker = {
-    -- Name of this worker in results, logs and container labels. Default: "<hostname>-<pid>".
+    -- Name of this worker in results, logs and container labels. Default: the host name, so a
+    -- restarted worker reaps what its previous run left; several workers on one host need
+    -- distinct ids.
     id = env("FAAS_WORKER_ID"),
     -- Executions run at the same time by one worker (1..256).
     concurrency = 4,

@@ -227,6 +227,8 @@ static const field_t top_fields[] = {
 /* ---------------------------------------------------------------------------------------
  * Defaults */
 
+/* The host name: a worker restarted on the same host keeps its id, so its reaper removes the
+ * containers its previous run left behind. Several workers on one host need distinct ids. */
 static void default_worker_id(char *out, size_t cap) {
     char host[256] = "";
     if (gethostname(host, sizeof host - 1) != 0 || !host[0])
@@ -235,12 +237,7 @@ static void default_worker_id(char *out, size_t cap) {
     for (char *p = host; *p; p++)
         if (!isalnum((unsigned char)*p) && *p != '_' && *p != '.' && *p != '-')
             *p = '-';
-    char pid[24];
-    int n = snprintf(pid, sizeof pid, "-%ld", (long)getpid());
-    size_t room = cap - 1 - (size_t)n;
-    if (strlen(host) > room)
-        host[room] = '\0';
-    snprintf(out, cap, "%s%s", host, pid);
+    str_copy(out, cap, host);
 }
 
 void config_defaults(config_t *cfg) {
