@@ -886,8 +886,8 @@ static void log_request(ctx_t *c, double ms)
     char ts[32];
     time_rfc3339(time_now_ms(), ts);
     buf_t b = {0};
-    buf_appendf(&b, "{\"ts\":\"%s\",\"level\":\"info\",\"component\":\"http\",\"msg\":\"request\","
-                    "\"method\":", ts);
+    buf_appendf(&b, "{\"ts\":\"%s\",\"level\":\"info\",\"component\":\"%s\",\"msg\":\"request\","
+                    "\"method\":", ts, log_component());
     json_str(&b, c->method);
     buf_append(&b, ",\"path\":", 8);
     json_str(&b, c->path);

@@ -30,6 +30,11 @@ void log_set_component(const char *name)
     component = name;
 }
 
+const char *log_component(void)
+{
+    return component;
+}
+
 /* JSON string escaping into `b`, control bytes as \u00XX. */
 static void append_json_string(buf_t *b, const char *s)
 {

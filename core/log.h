@@ -7,6 +7,7 @@ enum { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 void log_set_level(int level);
 int log_level_parse(const char *name); /* -1 when unknown */
 void log_set_component(const char *name); /* "api", "worker": goes in every line */
+const char *log_component(void);
 
 /* log_msg(LOG_INFO, "executionId", id, "cannot start container '%s'", name):
  * `key`/`value` is one optional extra string field (NULL to omit). */
