@@ -376,6 +376,10 @@ int api_execution_list(http_request_t *req)
     size_t n = 0;
     int rc = app->store->ops->execution_list(app->store, user.id, f.id, (size_t)limit, cursor,
                                              &list, &n);
+    if (rc == STORE_EINVAL) { /* a cursor this user cannot see */
+        http_respond_error(req, 400, "cursor is not an execution of this function");
+        goto done;
+    }
     if (rc != STORE_OK) {
         api_store_error(req, rc, "executions");
         goto done;

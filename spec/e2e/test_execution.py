@@ -158,6 +158,8 @@ def test_executions_are_listed_newest_first_with_a_cursor(client):
                        params={"limit": 2, "cursor": page1["nextCursor"]}).json()
     assert [e["executionId"] for e in page2["executions"]] == ids[::-1][2:4]
     error_shape(client.get(f"/api/v1/functions/{fid}/executions", params={"limit": 0}), 400)
+    error_shape(client.get(f"/api/v1/functions/{fid}/executions",
+                           params={"cursor": "0123456789abcdef01234567"}), 400)
 
 
 def test_another_users_execution_is_404(client, other):
