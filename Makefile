@@ -35,7 +35,12 @@ $(BUILD)/%.o: %.c $(wildcard core/*.h worker/*.h)
 	@mkdir -p $(dir $@)
 	@echo '  CC  $<'; $(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/libfaascore.a: $(CORE_OBJ)
+# the OpenAPI document, linked in as bytes (symbols _binary_core_openapi_json_start/_end)
+$(BUILD)/core/openapi_json.o: core/openapi.json
+	@mkdir -p $(dir $@)
+	@echo '  LD  $@'; ld -r -b binary -z noexecstack -o $@ $<
+
+$(BUILD)/libfaascore.a: $(CORE_OBJ) $(BUILD)/core/openapi_json.o
 	@mkdir -p $(dir $@); rm -f $@; if [ -n "$^" ]; then ar rcs $@ $^; else printf '!<arch>\n' > $@; fi
 $(BUILD)/libfaasworker.a: $(WORKER_OBJ)
 	@mkdir -p $(dir $@); rm -f $@; if [ -n "$^" ]; then ar rcs $@ $^; else printf '!<arch>\n' > $@; fi

@@ -25,6 +25,7 @@ const http_route_t api_routes[] = {
     {"GET", "/healthz", api_healthz},
     {"GET", "/readyz", api_readyz},
     {"GET", "/metrics", api_metrics},
+    {"GET", "/api/v1/openapi.json", api_openapi},
     {NULL, NULL, NULL},
 };
 

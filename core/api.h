@@ -78,5 +78,6 @@ int api_execution_list(http_request_t *req);
 int api_healthz(http_request_t *req);
 int api_readyz(http_request_t *req);
 int api_metrics(http_request_t *req);
+int api_openapi(http_request_t *req);
 
 #endif

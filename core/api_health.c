@@ -1,4 +1,5 @@
-/* /healthz (the process answers), /readyz (store and NATS reachable), /metrics. */
+/* /healthz (the process answers), /readyz (store and NATS reachable), /metrics, and the
+ * OpenAPI document. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +30,16 @@ int api_readyz(http_request_t *req)
         cJSON_AddStringToObject(o, "error", "Service Unavailable");
     }
     http_respond_json(req, store_ok && nats_ok ? 200 : 503, o);
+    return HTTP_DONE;
+}
+
+/* core/openapi.json, linked in by the Makefile */
+extern const char _binary_core_openapi_json_start[], _binary_core_openapi_json_end[];
+
+int api_openapi(http_request_t *req)
+{
+    http_respond(req, 200, "application/json", _binary_core_openapi_json_start,
+                 (size_t)(_binary_core_openapi_json_end - _binary_core_openapi_json_start));
     return HTTP_DONE;
 }
 

@@ -262,3 +262,20 @@ def test_readyz_reports_nats_down(fresh_stack):
     assert r.status_code == 503 and "nats" in r.json()["message"]
     s.nats.start()
     s.wait_ready(s.apis[0])
+
+
+def test_serves_an_openapi_document_of_every_route_without_a_token(stack):
+    r = requests.get(stack.url + "/api/v1/openapi.json")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/json")
+    doc = r.json()
+    assert doc["openapi"].startswith("3.")
+    routes = {("post", "/api/v1/users"), ("post", "/api/v1/users/login"),
+              ("get", "/api/v1/users/me"), ("delete", "/api/v1/users/me"),
+              ("post", "/api/v1/functions"), ("get", "/api/v1/functions/me"),
+              ("get", "/api/v1/functions/{id}"), ("delete", "/api/v1/functions/{id}"),
+              ("post", "/api/v1/functions/{id}"), ("post", "/api/v1/functions/execute/{id}"),
+              ("get", "/api/v1/functions/{id}/executions"), ("get", "/api/v1/executions/{id}"),
+              ("get", "/api/v1/executions/{id}/stdout"), ("get", "/healthz"), ("get", "/readyz"),
+              ("get", "/metrics")}
+    documented = {(m, p) for p, ops in doc["paths"].items() for m in ops if m != "parameters"}
+    assert routes <= documented
