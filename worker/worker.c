@@ -286,12 +286,13 @@ static void handle(slot_t *slot, docker_t *d, bus_msg_t *m)
     }
     atomic_store(&w->docker_ok, !(res.transient && strcmp(res.reason, "docker_error") == 0));
 
-    if (res.transient && !last && !atomic_load(&w->stop)) {
-        /* the engine failed, not the function: try again later, maybe on another worker */
+    if (res.transient && !last) {
+        /* the engine failed, not the function: try again later, maybe on another worker (at
+         * once when this worker is stopping) */
         log_kv(LOG_WARN, "executionId", r.execution_id, "transient failure (%s): retrying",
                res.message);
         atomic_fetch_add(&w->by_status[4], 1);
-        bus_msg_nak(m, 1000LL * attempt);
+        bus_msg_nak(m, atomic_load(&w->stop) ? 0 : 1000LL * attempt);
     } else {
         if (res.duration_ms >= 0)
             histogram_observe(&w->run_latency, (double)res.duration_ms / 1000.0);
