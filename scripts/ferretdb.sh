@@ -6,6 +6,8 @@
 #   scripts/ferretdb.sh start PORT DIR   starts it on 127.0.0.1:PORT with its data in DIR, waits
 #                                        until it accepts connections, prints its pid
 #   scripts/ferretdb.sh stop PID         stops it (TERM, then KILL after 5 s)
+#   scripts/ferretdb.sh reap             stops every FerretDB whose data dir is gone (a test
+#                                        that removed its dir but lost track of the process)
 #
 # Why not a plain `go install github.com/FerretDB/FerretDB/cmd/ferretdb@v1.24.2`: the module
 # zip lacks the generated build/version/version.txt, and such a binary panics at start
@@ -84,9 +86,19 @@ stop() {
     kill -9 "$pid" 2>/dev/null || true
 }
 
+reap() {
+    local pid dir
+    for pid in $(pgrep -x ferretdb || true); do
+        dir=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | sed -n 's/^--state-dir=//p')
+        [ -n "$dir" ] && [ ! -d "$dir" ] && stop "$pid"
+    done
+    return 0
+}
+
 case "${1:-}" in
 build) build; echo "$BIN" ;;
 start) [ $# = 3 ] || die "usage: $0 start PORT DIR"; start "$2" "$3" ;;
 stop) [ $# = 2 ] || die "usage: $0 stop PID"; stop "$2" ;;
-*) die "usage: $0 build | start PORT DIR | stop PID" ;;
+reap) reap ;;
+*) die "usage: $0 build | start PORT DIR | stop PID | reap" ;;
 esac

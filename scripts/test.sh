@@ -35,5 +35,6 @@ if [ "${FAAS_SKIP_MONGO:-}" != 1 ]; then
     fi
     [ -n "$ferret_pid" ] && ./scripts/ferretdb.sh stop "$ferret_pid"
     [ -n "$ferret_dir" ] && rm -rf "$ferret_dir"
+    ./scripts/ferretdb.sh reap
 fi
 exit $rc
