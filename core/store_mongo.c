@@ -409,6 +409,20 @@ static void m_close(store_t *self)
     free(self);
 }
 
+/* Inserts `doc` (destroyed here) into `collection`; duplicate keys map to STORE_EEXIST. */
+static int insert_doc(store_t *self, const char *collection, bson_t *doc, const char *what)
+{
+    op_t op;
+    op_begin(&op, self, collection);
+    bson_error_t e;
+    int rc = STORE_OK;
+    if (!mongoc_collection_insert_one(op.coll, doc, NULL, NULL, &e))
+        rc = map_error(&e, what);
+    op_end(&op);
+    bson_destroy(doc);
+    return rc;
+}
+
 static int m_user_insert(store_t *self, store_user_t *u)
 {
     char lower[sizeof u->email * 2];
@@ -425,14 +439,7 @@ static int m_user_insert(store_t *self, store_user_t *u)
     BSON_APPEND_UTF8(&doc, "pwhash", u->pwhash);
     BSON_APPEND_INT64(&doc, "tokenVersion", u->token_version);
     BSON_APPEND_INT64(&doc, "createdAt", now);
-    op_t op;
-    op_begin(&op, self, "users");
-    bson_error_t e;
-    int rc = STORE_OK;
-    if (!mongoc_collection_insert_one(op.coll, &doc, NULL, NULL, &e))
-        rc = map_error(&e, "user insert");
-    op_end(&op);
-    bson_destroy(&doc);
+    int rc = insert_doc(self, "users", &doc, "user insert");
     if (rc == STORE_OK) {
         bson_oid_to_string(&oid, u->id);
         u->created_at = now;
@@ -569,14 +576,7 @@ static int m_function_insert(store_t *self, store_function_t *f)
     BSON_APPEND_INT64(&doc, "nanoCpus", f->nano_cpus);
     BSON_APPEND_BOOL(&doc, "network", f->network);
     BSON_APPEND_INT64(&doc, "createdAt", now);
-    op_t op;
-    op_begin(&op, self, "functions");
-    bson_error_t e;
-    int rc = STORE_OK;
-    if (!mongoc_collection_insert_one(op.coll, &doc, NULL, NULL, &e))
-        rc = map_error(&e, "function insert");
-    op_end(&op);
-    bson_destroy(&doc);
+    int rc = insert_doc(self, "functions", &doc, "function insert");
     if (rc == STORE_OK) {
         bson_oid_to_string(&oid, f->id);
         f->created_at = now;
@@ -728,15 +728,7 @@ static int m_execution_insert(store_t *self, const store_execution_t *in)
     BSON_APPEND_OID(&doc, "owner", &own);
     BSON_APPEND_INT64(&doc, "createdAt", e->created_at > 0 ? e->created_at : time_now_ms());
     append_result_fields(&doc, e);
-    op_t op;
-    op_begin(&op, self, "executions");
-    bson_error_t err;
-    int rc = STORE_OK;
-    if (!mongoc_collection_insert_one(op.coll, &doc, NULL, NULL, &err))
-        rc = map_error(&err, "execution insert");
-    op_end(&op);
-    bson_destroy(&doc);
-    return rc;
+    return insert_doc(self, "executions", &doc, "execution insert");
 }
 
 static void append_active_statuses(bson_t *filter)
