@@ -14,6 +14,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -991,6 +992,12 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 static void *pool_main(void *arg)
 {
     http_server_t *s = arg;
+    /* Offloaded work (Argon2id) is the CPU hog here: let every request thread preempt it, so
+     * a login storm cannot raise the latency of other requests. Still runs whenever a core
+     * is idle; under a sustained flood of other requests logins wait, which is the point. */
+    struct sched_param sp = {0};
+    if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) != 0)
+        log_warn("offload pool: cannot lower the thread priority");
     for (;;) {
         pthread_mutex_lock(&s->plock);
         while (!s->qlen && !s->pstop)
@@ -1087,7 +1094,11 @@ http_server_t *http_server_new(const config_server_t *cfg, const http_route_t *r
     pthread_mutex_init(&s->mlock, NULL);
     s->hists = xcalloc((size_t)s->nroutes + 1, sizeof *s->hists);
 
+    /* at most threads/2, and one core always left to the request threads */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
     s->nthreads = cfg->threads / 2 > 1 ? cfg->threads / 2 : 1;
+    if (cores > 1 && s->nthreads > cores - 1)
+        s->nthreads = (int)cores - 1;
     s->threads = xcalloc((size_t)s->nthreads, sizeof *s->threads);
     for (int i = 0; i < s->nthreads; i++) {
         if (pthread_create(&s->threads[i], NULL, pool_main, s) != 0) {
