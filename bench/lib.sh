@@ -18,19 +18,22 @@ free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("12
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 anon_kb() { awk '/^RssAnon/ {print $2}' "/proc/$1/status"; }
 
-# start_stack [workers] [store-lua]: sets API, API_PID, NATS_PORT
+# start_stack [workers] [store-lua]: sets API, API_PID, NATS_PORT. Files go to $STACK_DIR
+# (default $TMP): give each of several stacks running at once its own.
 start_stack() {
     local workers=${1:-0}
-    local store=${2:-"{ driver = \"sqlite\", path = \"$TMP/faas.db\" }"}
+    local dir=${STACK_DIR:-$TMP}
+    mkdir -p "$dir"
+    local store=${2:-"{ driver = \"sqlite\", path = \"$dir/faas.db\" }"}
     local plugins=${BENCH_PLUGINS:-"{ enabled = {} }"}
     NATS_PORT=$(free_port)
     API_PORT=$(free_port)
-    mkdir -p "$TMP/nats"
+    mkdir -p "$dir/nats"
     printf 'listen: 127.0.0.1:%s\nmax_payload: 8MB\njetstream { store_dir: "%s" }\n' \
-        "$NATS_PORT" "$TMP/nats" > "$TMP/nats.conf"
-    nats-server -c "$TMP/nats.conf" >"$TMP/nats.log" 2>&1 &
+        "$NATS_PORT" "$dir/nats" > "$dir/nats.conf"
+    nats-server -c "$dir/nats.conf" >"$dir/nats.log" 2>&1 &
     PIDS+=($!)
-    cat > "$TMP/config.lua" <<LUA
+    cat > "$dir/config.lua" <<LUA
 server = { listen = "127.0.0.1", port = $API_PORT, threads = 4, sync_wait = 60 }
 auth = { jwt_secret = env("FAAS_JWT_SECRET") }
 store = $store
@@ -41,10 +44,10 @@ plugins = $plugins
 log = { level = "warn" }
 LUA
     for i in $(seq 1 "$workers"); do
-        "$BIN/faas-worker" --config "$TMP/config.lua" >"$TMP/worker$i.log" 2>&1 &
+        "$BIN/faas-worker" --config "$dir/config.lua" >"$dir/worker$i.log" 2>&1 &
         PIDS+=($!)
     done
-    "$BIN/faas-api" --config "$TMP/config.lua" >"$TMP/api.log" 2>&1 &
+    "$BIN/faas-api" --config "$dir/config.lua" >"$dir/api.log" 2>&1 &
     API_PID=$!
     PIDS+=($API_PID)
     API="http://127.0.0.1:$API_PORT"
@@ -52,7 +55,7 @@ LUA
         curl -fsS "$API/readyz" >/dev/null 2>&1 && return 0
         sleep 0.1
     done
-    echo "faas-api did not become ready"; cat "$TMP/api.log"; exit 1
+    echo "faas-api did not become ready"; cat "$dir/api.log"; exit 1
 }
 
 # new_user: sets TOKEN

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Added latency of the five shipped plugins, enabled together, against none: p50 of
 # GET /api/v1/functions/{id} and of the execute path (POST ...?async=true: validate_execution and
-# quota run there), in two stacks measured in the same run; and the worker-side postprocess
-# time per call from the worker's /metrics. quota's max_concurrent is off by default here:
-# it counts the user's queued+running executions on each request, and this benchmark queues
+# quota run there). Three stacks run side by side, each with its own nats-server, faas-api and
+# SQLite file: no plugins, the five, and the five with quota's rate limiter off. In each of
+# ROUNDS rounds every stack is measured in turn (one connection, SLICE each, the order rotating);
+# a figure is the median of its rounds, so whatever drifts during the run (JetStream's stream
+# growing, other load on the machine) weighs on the three alike. Then the worker-side postprocess
+# time per call from the worker's /metrics. quota's max_concurrent is off by default here: it
+# counts the user's queued+running executions on each request, and this benchmark queues
 # thousands with no worker, far past any real max_concurrent (MAXCONC=N turns it on).
 source "$(dirname "$0")/lib.sh"
-DURATION=${BENCH_DURATION:-5s}
+ROUNDS=${BENCH_ROUNDS:-9}
+SLICE=${BENCH_SLICE:-1s}
 ALL='{ dir = "'$ROOT'/plugins", lua_dir = "'$ROOT'/lua", enabled = {
   { name = "image_policy", conf = { allow = { ".*" } } },
   { name = "input_limits", conf = { max_bytes = 1048576 } },
@@ -18,46 +23,56 @@ p50_us() { # URL wrk-args... -> p50 in microseconds
     local url=$1; shift
     wrk --latency "$@" "$url" | awk '$1=="50%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v)} else if (v ~ /ms$/) {sub(/ms/,"",v); v=v*1000} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000000} print v}'
 }
+median() { sort -n "$1" | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
-measure() { # prints "get_p50 exec_p50"
+# stack NAME PLUGINS: starts a stack in $TMP/NAME with a user and a function of its own
+declare -A API_OF FID_OF TOKEN_OF
+stack() {
+    STACK_DIR=$TMP/$1 BENCH_PLUGINS=$2 start_stack 0
     new_user
-    local fid
-    fid=$(curl -fsS -X POST "$API/api/v1/functions" -H "Authorization: Bearer $TOKEN" \
+    API_OF[$1]=$API
+    TOKEN_OF[$1]=$TOKEN
+    FID_OF[$1]=$(curl -fsS -X POST "$API/api/v1/functions" -H "Authorization: Bearer $TOKEN" \
         -H 'Content-Type: application/json' -d '{"image":"faas-test/echo:latest","name":"p"}' |
         /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["functionId"])')
-    cat > "$TMP/exec.lua" <<LUA
+    cat > "$TMP/$1/exec.lua" <<LUA
 wrk.method = "POST"
 wrk.body = '{"n": 1}'
 wrk.headers["Authorization"] = "Bearer $TOKEN"
 LUA
-    local get exec
-    get=$(p50_us "$API/api/v1/functions/$fid" -t1 -c1 -d"$DURATION" -H "Authorization: Bearer $TOKEN")
-    exec=$(p50_us "$API/api/v1/functions/execute/$fid?async=true" -t1 -c1 -d"$DURATION" -s "$TMP/exec.lua")
-    echo "$get $exec"
+}
+measure() { # NAME: appends one p50 of each path to $TMP/NAME/{get,exec}
+    local api=${API_OF[$1]} fid=${FID_OF[$1]}
+    p50_us "$api/api/v1/functions/$fid" -t1 -c1 -d"$SLICE" \
+        -H "Authorization: Bearer ${TOKEN_OF[$1]}" >>"$TMP/$1/get"
+    p50_us "$api/api/v1/functions/execute/$fid?async=true" -t1 -c1 -d"$SLICE" \
+        -s "$TMP/$1/exec.lua" >>"$TMP/$1/exec"
 }
 
-BENCH_PLUGINS='{ enabled = {} }' start_stack 0
-read -r GET0 EXEC0 < <(measure)
-for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=()
-BENCH_PLUGINS=${ALL/executions_per_minute = 100000000/executions_per_minute = 0} start_stack 0
-read -r GETN EXECN < <(measure)
-for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=()
-rm -rf "$TMP/nats"
-BENCH_PLUGINS=$ALL start_stack 0
-read -r GET5 EXEC5 < <(measure)
-# the time spent inside the Lua hooks themselves, per call, from the API's own counters
-HOOK_US=$(curl -fsS "$API/metrics" | awk '
+stack none '{ enabled = {} }'
+stack five "$ALL"
+FIVE_API=$API
+stack norate "${ALL/executions_per_minute = 100000000/executions_per_minute = 0}"
+order=(none five norate)
+for r in $(seq 1 "$ROUNDS"); do
+    for i in 0 1 2; do measure "${order[(i + r) % 3]}"; done
+done
+[ -n "${BENCH_VERBOSE:-}" ] && for n in none five norate; do echo "$n get: $(tr "\n" " " <"$TMP/$n/get")  exec: $(tr "\n" " " <"$TMP/$n/exec")"; done
+GET0=$(median "$TMP/none/get");  EXEC0=$(median "$TMP/none/exec")
+GET5=$(median "$TMP/five/get");  EXEC5=$(median "$TMP/five/exec")
+EXECN=$(median "$TMP/norate/exec")
+# the time spent inside the Lua hooks themselves, per execute, from the API's own counters
+HOOK_US=$(curl -fsS "$FIVE_API/metrics" | awk '
     /^faas_plugin_seconds_total\{/ {s += $2}
     /^faas_plugin_calls_total\{.*hook="quota"/ {n += $2}
     END {if (n) printf "%.1f", s / n * 1e6; else print "n/a"}')
+for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=()
 
 # worker side: postprocess of output + redact on real executions, in a third stack (the async
 # measurement above left thousands of executions queued in the second)
 "$ROOT/scripts/test-images.sh" echo >/dev/null
-for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=()
-rm -rf "$TMP/nats"
 WPORT=$(free_port)
-WORKER_PORT=$WPORT BENCH_PLUGINS=$ALL start_stack 1
+STACK_DIR=$TMP/worker WORKER_PORT=$WPORT BENCH_PLUGINS=$ALL start_stack 1
 new_user
 FID=$(curl -fsS -X POST "$API/api/v1/functions" -H "Authorization: Bearer $TOKEN" \
     -H 'Content-Type: application/json' -d '{"image":"faas-test/echo:latest","name":"w"}' |
@@ -71,6 +86,7 @@ POST_US=$(curl -fsS "http://127.0.0.1:$WPORT/metrics" | awk '
     /^faas_plugin_calls_total\{.*hook="postprocess"/ {c += $2}
     END {if (c) printf "%.1f", s / c * 1e6 * 2; else print "n/a"}')
 
+printf 'medians of %s rounds of %s per stack and path, one connection\n' "$ROUNDS" "$SLICE"
 printf 'GET /functions/{id} p50, no plugins:      %s us\n' "$GET0"
 printf 'GET /functions/{id} p50, five plugins:    %s us\n' "$GET5"
 printf 'execute (async) p50, no plugins:          %s us\n' "$EXEC0"

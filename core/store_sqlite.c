@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sqlite3.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,9 +18,9 @@
 #include <time.h>
 
 #include "log.h"
+#include "shmcounter.h"
 
 #define SQ_POOL_MAX 16
-#define SQ_PRUNE_EVERY_MS 60000
 #define SQ_LIST_MAX 100
 
 /* Versioned schema: entry i takes the database from user_version i to i + 1. Append only;
@@ -81,6 +80,8 @@ static const char *const migrations[] = {
     "CREATE INDEX counters_by_expiry ON counters (expires_at);",
     /* 2: fields that postprocess plugins add to a result (a JSON object) */
     "ALTER TABLE executions ADD COLUMN extra TEXT;",
+    /* 3: counters moved to the shared memory-mapped <path>-counters (shmcounter.h) */
+    "DROP TABLE counters;",
 };
 #define SQ_SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -103,7 +104,6 @@ enum {
     ST_USER_BY_EMAIL,
     ST_USER_GET,
     ST_USER_DELETE,
-    ST_USER_COUNTERS_DELETE,
     ST_USER_BUMP,
     ST_FN_INSERT,
     ST_FN_GET,
@@ -122,9 +122,6 @@ enum {
     ST_EX_LIST_ALL,
     ST_EX_LIST_ALL_CUR,
     ST_EX_COUNT_ACTIVE,
-    ST_CTR_INCR,
-    ST_CTR_READ,
-    ST_CTR_PRUNE,
     ST_COUNT
 };
 
@@ -139,7 +136,6 @@ static const char *const sql_text[ST_COUNT] = {
     [ST_USER_GET] = "SELECT " USER_COLS " FROM users WHERE id = ?1",
     [ST_USER_DELETE] = "DELETE FROM users WHERE id = ?1",
     /* keys "u:<id>:..." are exactly those in ["u:<id>:", "u:<id>;") */
-    [ST_USER_COUNTERS_DELETE] = "DELETE FROM counters WHERE key >= ?1 AND key < ?2",
     [ST_USER_BUMP] = "UPDATE users SET token_version = token_version + 1 WHERE id = ?1 "
                      "RETURNING token_version",
     [ST_FN_INSERT] = "INSERT INTO functions (" FN_COLS ") "
@@ -181,11 +177,6 @@ static const char *const sql_text[ST_COUNT] = {
                            "AND ?2 IS NULL AND (created_at, id) < (?3, ?4)" EX_LIST_ORDER,
     [ST_EX_COUNT_ACTIVE] = "SELECT count(*) FROM executions WHERE owner = ?1 "
                            "AND status IN ('queued', 'running')",
-    [ST_CTR_INCR] = "INSERT INTO counters (key, window_start, value, expires_at) "
-                    "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key, window_start) "
-                    "DO UPDATE SET value = value + excluded.value RETURNING value",
-    [ST_CTR_READ] = "SELECT value FROM counters WHERE key = ?1 AND window_start = ?2",
-    [ST_CTR_PRUNE] = "DELETE FROM counters WHERE expires_at <= ?1",
 };
 
 typedef struct sq_conn {
@@ -203,7 +194,7 @@ typedef struct {
     sq_conn_t *idle; /* connections not borrowed */
     int open;        /* connections in existence */
     int max;
-    atomic_llong last_prune_ms;
+    shmctr_t *counters; /* in <path>-counters, shared with the other processes */
 } sq_store_t;
 
 static sq_store_t *sq(store_t *s)
@@ -459,6 +450,7 @@ static void sq_free(sq_store_t *s)
         log_warn("sqlite: closing '%s' with %d connection(s) still in use", s->path, s->open);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
+    shmctr_close(s->counters);
     free(s->path);
     free(s);
 }
@@ -568,9 +560,8 @@ static int sq_user_delete(store_t *self, const char *id)
     int ret = conn_get(s, &c);
     if (ret != STORE_OK)
         return ret;
-    char lo[ID_LEN + 8], hi[ID_LEN + 8];
-    snprintf(lo, sizeof lo, "u:%s:", id);
-    snprintf(hi, sizeof hi, "u:%s;", id);
+    char prefix[ID_LEN + 8]; /* the user's counters: "u:<id>:..." */
+    snprintf(prefix, sizeof prefix, "u:%s:", id);
     ret = tx_begin(c);
     if (ret != STORE_OK)
         goto done;
@@ -587,21 +578,10 @@ static int sq_user_delete(store_t *self, const char *id)
     else if (sqlite3_changes(c->db) == 0)
         ret = STORE_ENOTFOUND;
     stmt_done(st);
-    if (ret != STORE_OK)
-        goto end;
-    st = stmt(c, ST_USER_COUNTERS_DELETE);
-    if (!st) {
-        ret = STORE_EUNAVAIL;
-        goto end;
-    }
-    bind_text(st, 1, lo);
-    bind_text(st, 2, hi);
-    rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE)
-        ret = sq_err(c->db, rc, "delete user counters");
-    stmt_done(st);
 end:
     ret = tx_end(c, ret);
+    if (ret == STORE_OK)
+        shmctr_delete_prefix(s->counters, prefix);
 done:
     conn_put(s, c);
     return ret;
@@ -1050,65 +1030,18 @@ static int sq_execution_count_active(store_t *self, const char *owner, int64_t *
 
 /* ---- counters ---- */
 
-static void counters_prune(sq_store_t *s, sq_conn_t *c, int64_t now)
-{
-    long long last = atomic_load(&s->last_prune_ms);
-    if (now - last < SQ_PRUNE_EVERY_MS ||
-        !atomic_compare_exchange_strong(&s->last_prune_ms, &last, now))
-        return;
-    sqlite3_stmt *st = stmt(c, ST_CTR_PRUNE);
-    if (!st)
-        return;
-    sqlite3_bind_int64(st, 1, now);
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE)
-        sq_err(c->db, rc, "prune counters");
-    stmt_done(st);
-}
-
 static int sq_counter_incr(store_t *self, const char *key, int64_t window_ms, int64_t delta,
                            int64_t *value, int64_t *reset_ms)
 {
-    sq_store_t *s = sq(self);
     if (window_ms <= 0 || !key || !key[0])
         return STORE_EINVAL;
-    int64_t now = time_now_ms();
-    int64_t start = now / window_ms * window_ms;
-    sq_conn_t *c = NULL;
-    int ret = conn_get(s, &c);
-    if (ret != STORE_OK)
-        return ret;
-    int64_t v = 0;
-    sqlite3_stmt *st = stmt(c, delta ? ST_CTR_INCR : ST_CTR_READ);
-    if (!st) {
-        ret = STORE_EUNAVAIL;
-        goto done;
+    if (shmctr_incr(sq(self)->counters, key, window_ms, delta, time_now_ms(), value,
+                    reset_ms) != 0) {
+        log_warn("sqlite: no free counter slot for '%s' (every nearby counter is in its window)",
+                 key);
+        return STORE_EUNAVAIL;
     }
-    bind_text(st, 1, key);
-    sqlite3_bind_int64(st, 2, start);
-    if (delta) {
-        sqlite3_bind_int64(st, 3, delta);
-        sqlite3_bind_int64(st, 4, start + window_ms);
-    }
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        v = sqlite3_column_int64(st, 0);
-        rc = sqlite3_step(st); /* to SQLITE_DONE: the upsert commits on completion */
-    }
-    if (rc != SQLITE_DONE)
-        ret = sq_err(c->db, rc, "count");
-    stmt_done(st);
-    if (ret == STORE_OK && delta)
-        counters_prune(s, c, now);
-done:
-    conn_put(s, c);
-    if (ret == STORE_OK) {
-        if (value)
-            *value = v;
-        if (reset_ms)
-            *reset_ms = start + window_ms - now;
-    }
-    return ret;
+    return STORE_OK;
 }
 
 static const store_ops_t sqlite_ops = {
@@ -1239,6 +1172,11 @@ store_t *store_sqlite_open(const config_store_t *cfg, char *err, size_t errlen)
     pthread_cond_init(&s->cv, &ca);
     pthread_condattr_destroy(&ca);
 
+    char *ctr_path = memory ? NULL : xasprintf("%s-counters", cfg->path);
+    s->counters = shmctr_open(ctr_path, err, errlen);
+    free(ctr_path);
+    if (!s->counters)
+        goto fail;
     sq_conn_t *c = conn_open(s, err, errlen);
     if (!c)
         goto fail;
@@ -1261,8 +1199,6 @@ store_t *store_sqlite_open(const config_store_t *cfg, char *err, size_t errlen)
     }
     if (migrate(c->db, err, errlen) != 0)
         goto fail;
-    /* drop counters of windows that ended while nobody was counting */
-    counters_prune(s, c, time_now_ms());
     return &s->base;
 fail:
     sq_free(s);
