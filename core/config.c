@@ -30,12 +30,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "luabox.h"
 #include "util.h"
 
 #define CONFIG_MEMORY_CAP (32u << 20)    /* bytes the config chunk may allocate */
 #define CONFIG_INSTR_BUDGET 20000000LL   /* VM instructions the chunk may execute */
-#define CONFIG_HOOK_EVERY 1000           /* count hook period (instructions) */
 #define CONFIG_DEADLINE_NS 2000000000ULL /* and at most 2 s of wall clock */
 #define CONFIG_MAX_FILE (1u << 20)       /* config.lua larger than this is refused */
 #define CONFIG_MAX_DEPTH 32              /* nesting of plugin conf tables */
@@ -666,6 +665,7 @@ static int locate(const srcmap_t *m, const char *path) {
  * The sandboxed state */
 
 typedef struct {
+    luabox_t box; /* first: the allocator's ud is also the load_t */
     const char *file;
     srcmap_t map;
     config_t *cfg;
@@ -673,53 +673,18 @@ typedef struct {
     size_t errlen;
     bool failed;
     bool secret_set;
-    size_t mem_used, mem_cap;
-    long long instructions;
-    uint64_t deadline;
-    bool exhausted;
 } load_t;
 
-static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-    load_t *c = ud;
-    size_t old = ptr ? osize : 0;
-    if (nsize == 0) {
-        free(ptr);
-        c->mem_used -= old;
-        return NULL;
-    }
-    if (nsize > old && nsize - old > c->mem_cap - c->mem_used)
-        return NULL;
-    void *p = realloc(ptr, nsize);
-    if (!p)
-        return nsize <= old ? ptr : NULL; /* Lua assumes shrinking never fails */
-    c->mem_used = c->mem_used - old + nsize;
-    return p;
-}
-
 static load_t *load_of(lua_State *L) {
-    void *ud = NULL;
-    lua_getallocf(L, &ud);
-    return ud;
+    return (load_t *)luabox_of(L);
 }
 
-static void l_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
-    load_t *c = load_of(L);
-    if (!c->exhausted) {
-        c->instructions += CONFIG_HOOK_EVERY;
-        if (c->instructions < CONFIG_INSTR_BUDGET && time_mono_ns() < c->deadline)
-            return;
-        c->exhausted = true;
-        /* from now on every instruction raises, so a pcall in the chunk cannot go on */
-        lua_sethook(L, l_hook, LUA_MASKCOUNT, 1);
-    }
-    lua_Debug d;
-    if (lua_getstack(L, 0, &d) && lua_getinfo(L, "Sl", &d) && d.currentline > 0)
-        lua_pushfstring(L, "%s:%d: config ran too long (instruction budget exhausted)", d.short_src,
-                        d.currentline);
-    else
-        lua_pushliteral(L, "config ran too long (instruction budget exhausted)");
-    lua_error(L);
+/* Called by the budget hook: the error names the line the chunk is at (level 0). */
+static int l_too_long(lua_State *L) {
+    luaL_where(L, 0);
+    lua_pushliteral(L, "config ran too long (instruction budget exhausted)");
+    lua_concat(L, 2);
+    return lua_error(L);
 }
 
 /* env("NAME" [, default]): the environment variable, else `default` (nil when absent). */
@@ -733,78 +698,12 @@ static int l_env(lua_State *L) {
     return 1;
 }
 
-/* load(chunk [, name [, mode [, env]]]) with the mode forced to "t". */
-static int l_load(lua_State *L) {
-    int n = lua_gettop(L);
-    if (n < 2)
-        lua_settop(L, 2);
-    int base = lua_gettop(L);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_pushvalue(L, 1);
-    lua_pushvalue(L, 2);
-    lua_pushliteral(L, "t");
-    if (n >= 4) /* an explicit env, even nil */
-        lua_pushvalue(L, 4);
-    lua_call(L, n >= 4 ? 4 : 3, LUA_MULTRET);
-    return lua_gettop(L) - base;
-}
-
-/* setmetatable() refusing __gc: Lua runs finalizers with hooks off, so one that loops could
- * never be stopped (an object is only finalized if __gc is there when the metatable is set). */
-static int l_setmetatable(lua_State *L) {
-    if (lua_type(L, 2) == LUA_TTABLE) {
-        lua_pushliteral(L, "__gc");
-        if (lua_rawget(L, 2) != LUA_TNIL)
-            return luaL_error(L, "__gc metamethods are not allowed in the config");
-        lua_pop(L, 1);
-    }
-    lua_settop(L, 2);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, 2, 1);
-    return 1;
-}
-
-/* print() goes to the log, never to stdout (where config_print may be writing). */
-static int l_print(lua_State *L) {
-    int n = lua_gettop(L);
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (int i = 1; i <= n; i++) {
-        if (i > 1)
-            luaL_addchar(&b, '\t');
-        luaL_tolstring(L, i, NULL);
-        luaL_addvalue(&b);
-    }
-    luaL_pushresult(&b);
-    log_info("config: %s", lua_tostring(L, -1));
-    return 0;
-}
-
 static void open_sandbox(lua_State *L) {
-    luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
-    luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
-    luaL_requiref(L, LUA_TABLIBNAME, luaopen_table, 1);
-    luaL_requiref(L, LUA_MATHLIBNAME, luaopen_math, 1);
-    lua_pop(L, 3); /* string, table, math; _G stays */
-    lua_pushnil(L);
-    lua_setfield(L, -2, "dofile");
-    lua_pushnil(L);
-    lua_setfield(L, -2, "loadfile");
-    lua_getfield(L, -1, "load");
-    lua_pushcclosure(L, l_load, 1);
-    lua_setfield(L, -2, "load");
-    lua_getfield(L, -1, "setmetatable");
-    lua_pushcclosure(L, l_setmetatable, 1);
-    lua_setfield(L, -2, "setmetatable");
-    lua_pushcfunction(L, l_print);
-    lua_setfield(L, -2, "print");
+    luabox_open_libs(L, "__gc metamethods are not allowed in the config", false);
+    luabox_push_print(L, NULL, NULL, "config: ");
+    lua_setglobal(L, "print");
     lua_pushcfunction(L, l_env);
-    lua_setfield(L, -2, "env");
-    lua_getfield(L, -1, "string");
-    lua_pushnil(L);
-    lua_setfield(L, -2, "dump");
-    lua_pop(L, 2);
+    lua_setglobal(L, "env");
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -1674,7 +1573,7 @@ static int l_run(lua_State *L) {
     lua_pushvalue(L, 1);
     lua_call(L, 0, 1); /* [2] = env, [3] = returned value */
 
-    c->mem_cap += 4 << 20; /* room for the checks below, whatever the chunk used */
+    c->box.cap += 4 << 20; /* room for the checks below, whatever the chunk used */
     if (!lua_isnil(L, 3) && lua_type(L, 3) != LUA_TTABLE) {
         fail(c, NULL, "config must assign globals or return a table, not a %s",
              luaL_typename(L, 3));
@@ -1728,8 +1627,10 @@ int config_load(config_t *cfg, const char *path, bool require_secret, char *err,
     c.cfg = tmp;
     c.err = err;
     c.errlen = errlen;
-    c.mem_cap = CONFIG_MEMORY_CAP;
-    c.deadline = time_mono_ns() + CONFIG_DEADLINE_NS;
+    c.box.cap = CONFIG_MEMORY_CAP;
+    c.box.max_instructions = CONFIG_INSTR_BUDGET;
+    c.box.deadline = time_mono_ns() + CONFIG_DEADLINE_NS;
+    c.box.raise = l_too_long;
     char *src = NULL, *chunkname = NULL;
     size_t len = 0;
     lua_State *L = NULL;
@@ -1746,12 +1647,12 @@ int config_load(config_t *cfg, const char *path, bool require_secret, char *err,
     lex(&c.map, src, len);
     scan(&c.map);
 
-    L = lua_newstate(l_alloc, &c);
+    L = lua_newstate(luabox_alloc, &c.box);
     if (!L) {
         snprintf(err, errlen, "%s: cannot create a Lua state", path);
         goto done;
     }
-    lua_sethook(L, l_hook, LUA_MASKCOUNT, CONFIG_HOOK_EVERY);
+    lua_sethook(L, luabox_hook, LUA_MASKCOUNT, LUABOX_HOOK_EVERY);
     lua_pushcfunction(L, l_run); /* [1] */
     chunkname = xasprintf("@%s", path);
     int st = luaL_loadbufferx(L, src, len, chunkname, "t");
@@ -1777,7 +1678,7 @@ check:
     rc = 0;
 done:
     if (L)
-        lua_close(L); /* no finalizers can exist (see l_setmetatable) */
+        lua_close(L); /* no finalizers can exist (see luabox.h) */
     srcmap_free(&c.map);
     free(src);
     free(chunkname);

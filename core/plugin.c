@@ -9,11 +9,11 @@
  * generation on first use, rebuilt when the generation changes or after a budget error, and
  * closed by its own thread (or by plugin_host_free for threads still alive then).
  *
- * Sandbox: base/string/table/math/utf8 only, os = {time, clock, date}; each plugin runs in its
- * own _ENV whose __index is its own API table (copies of the libraries plus `faas`), so
- * rawset/setmetatable tricks stay inside the plugin that plays them. Shared metatables (the
- * string metatable, the JSON array marker) are protected with __metatable. The real globals
- * table is never handed to plugin code.
+ * Sandbox (luabox.c): base/string/table/math/utf8 only, os = {time, clock, date}; each plugin
+ * runs in its own _ENV whose __index is its own API table (copies of the libraries plus
+ * `faas`), so rawset/setmetatable tricks stay inside the plugin that plays them. Shared
+ * metatables (the string metatable, the JSON array marker) are protected with __metatable.
+ * The real globals table is never handed to plugin code.
  *
  * Every call into Lua goes through guarded(): traceback handler, budget armed, lua_pcall of a
  * C function (so marshalling happens under protection too), error copied out, stack checked. */
@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "luabox.h"
 #include "util.h"
 
 enum { HOOK_VALIDATE_FUNCTION, HOOK_VALIDATE_EXECUTION, HOOK_QUOTA, HOOK_POSTPROCESS, HOOK_INIT,
@@ -73,12 +74,11 @@ typedef struct {
 } gen_t;
 
 typedef struct tstate {
+    luabox_t box; /* first: the allocator's ud is also the tstate_t */
     plugin_host_t *h;
     gen_t *gen; /* holds a reference */
     lua_State *L;
-    size_t used, limit, slack;
-    bool mem_refused, expired, broken;
-    uint64_t deadline_ns;
+    bool broken;
     int64_t budget_ms;
     int prelude_ref, array_ref;
     int refs[CONFIG_MAX_PLUGINS]; /* plugin tables in the registry; LUA_NOREF = failed */
@@ -188,43 +188,13 @@ static int def_cmp(const void *a, const void *b)
 
 static tstate_t *state_of(lua_State *L)
 {
-    void *ud = NULL;
-    lua_getallocf(L, &ud);
-    return ud;
+    return (tstate_t *)luabox_of(L);
 }
 
-/* Counts bytes per state and refuses growth past the cap (that is how the cap works). */
-static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+/* Called by the budget hook once the deadline passed. */
+static int l_over_budget(lua_State *L)
 {
-    tstate_t *ts = ud;
-    size_t old = ptr ? osize : 0;
-    if (nsize == 0) {
-        free(ptr);
-        ts->used -= old;
-        return NULL;
-    }
-    if (nsize > old && ts->used - old + nsize > ts->limit + ts->slack) {
-        ts->mem_refused = true;
-        return NULL;
-    }
-    void *p = realloc(ptr, nsize);
-    if (!p)
-        return NULL;
-    ts->used = ts->used - old + nsize;
-    return p;
-}
-
-/* Fires every 1000 instructions; once the deadline passed, errors on every instruction so a
- * pcall inside the plugin cannot swallow the timeout. */
-static void l_budget_hook(lua_State *L, lua_Debug *ar)
-{
-    (void)ar;
-    tstate_t *ts = state_of(L);
-    if (!ts->expired && time_mono_ns() < ts->deadline_ns)
-        return;
-    ts->expired = true;
-    lua_sethook(L, l_budget_hook, LUA_MASKCOUNT, 1);
-    luaL_error(L, "time budget of %d ms exceeded", (int)ts->budget_ms);
+    return luaL_error(L, "time budget of %d ms exceeded", (int)state_of(L)->budget_ms);
 }
 
 static int l_panic(lua_State *L)
@@ -239,7 +209,7 @@ static int l_panic(lua_State *L)
 static int l_msgh(lua_State *L)
 {
     tstate_t *ts = state_of(L);
-    ts->slack = MSGH_SLACK;
+    ts->box.slack = MSGH_SLACK;
     if (lua_type(L, 1) != LUA_TSTRING)
         lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     else
@@ -266,26 +236,26 @@ static int guarded(tstate_t *ts, lua_CFunction fn, void *ud, char *err, size_t e
     lua_pushcfunction(L, l_msgh);
     lua_pushcfunction(L, fn);
     lua_pushlightuserdata(L, ud);
-    ts->expired = false;
-    ts->mem_refused = false;
-    ts->slack = 0;
-    ts->deadline_ns = time_mono_ns() + (uint64_t)ts->budget_ms * 1000000u;
-    lua_sethook(L, l_budget_hook, LUA_MASKCOUNT, 1000);
+    ts->box.expired = false;
+    ts->box.refused = false;
+    ts->box.slack = 0;
+    ts->box.deadline = time_mono_ns() + (uint64_t)ts->budget_ms * 1000000u;
+    lua_sethook(L, luabox_hook, LUA_MASKCOUNT, LUABOX_HOOK_EVERY);
     int rc = lua_pcall(L, 1, 0, top + 1);
     lua_sethook(L, NULL, 0, 0);
-    ts->slack = 0;
+    ts->box.slack = 0;
     if (rc != LUA_OK) {
         const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-        if (ts->mem_refused && (rc == LUA_ERRMEM || rc == LUA_ERRERR || !m ||
+        if (ts->box.refused && (rc == LUA_ERRMEM || rc == LUA_ERRERR || !m ||
                                 strstr(m, "not enough memory")))
-            snprintf(err, errlen, "memory limit of %zu bytes exceeded", ts->limit);
-        else if (ts->expired)
+            snprintf(err, errlen, "memory limit of %zu bytes exceeded", ts->box.cap);
+        else if (ts->box.expired)
             snprintf(err, errlen, "time budget of %d ms exceeded", (int)ts->budget_ms);
         else
             snprintf(err, errlen, "%s", m ? m : "(error object is not a string)");
         if (!ts->trace[0])
             str_copy(ts->trace, sizeof ts->trace, err);
-        if (ts->expired || ts->mem_refused || rc == LUA_ERRMEM || rc == LUA_ERRERR)
+        if (ts->box.expired || ts->box.refused || rc == LUA_ERRMEM || rc == LUA_ERRERR)
             ts->broken = true;
         lua_pop(L, 1);
     }
@@ -538,23 +508,6 @@ static int l_log(lua_State *L)
     return 0;
 }
 
-static int l_print(lua_State *L)
-{
-    const char *plugin = lua_tostring(L, lua_upvalueindex(1));
-    int n = lua_gettop(L);
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (int i = 1; i <= n; i++) {
-        if (i > 1)
-            luaL_addchar(&b, '\t');
-        luaL_tolstring(L, i, NULL);
-        luaL_addvalue(&b);
-    }
-    luaL_pushresult(&b);
-    log_kv(LOG_INFO, "plugin", plugin, "%s", lua_tostring(L, -1));
-    return 0;
-}
-
 static int l_warn(lua_State *L)
 {
     const char *plugin = lua_tostring(L, lua_upvalueindex(1));
@@ -681,7 +634,7 @@ static int l_rep(lua_State *L)
         lua_pushliteral(L, "");
         return 1;
     }
-    if (l + lsep > ts->limit / (lua_Unsigned)n)
+    if (l + lsep > ts->box.cap / (lua_Unsigned)n)
         return luaL_error(L, "not enough memory");
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
@@ -722,19 +675,6 @@ static int l_counter_get(lua_State *L)
     return counter_call(L, false);
 }
 
-/* setmetatable without finalizers: Lua runs __gc with debug hooks off (and at lua_close),
- * so an endless finalizer could never be stopped by the budget. */
-static int l_setmetatable(lua_State *L)
-{
-    if (lua_type(L, 2) == LUA_TTABLE && lua_getfield(L, 2, "__gc") != LUA_TNIL)
-        return luaL_error(L, "setmetatable: __gc metamethods are not allowed");
-    lua_settop(L, 2);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, 2, 1);
-    return 1;
-}
-
 /* Shallow copy of the table at idx into a fresh table left on the stack. */
 static void copy_table(lua_State *L, int idx)
 {
@@ -760,33 +700,12 @@ static int l_setup(lua_State *L)
 {
     tstate_t *ts = lua_touserdata(L, 1);
     gen_t *g = ts->gen;
-    luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
-    luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
-    luaL_requiref(L, LUA_TABLIBNAME, luaopen_table, 1);
-    luaL_requiref(L, LUA_MATHLIBNAME, luaopen_math, 1);
-    luaL_requiref(L, LUA_UTF8LIBNAME, luaopen_utf8, 1);
-    lua_pop(L, 5);
+    /* the globals, which plugins never see: each env copies from them */
+    luabox_open_libs(L, "setmetatable: __gc metamethods are not allowed", true);
 
-    /* os: only time, clock, date (kept in the globals, which plugins never see) */
-    luaL_requiref(L, LUA_OSLIBNAME, luaopen_os, 0);
-    lua_createtable(L, 0, 3);
-    const char *const osf[] = {"time", "clock", "date"};
-    for (int i = 0; i < 3; i++) {
-        lua_getfield(L, -2, osf[i]);
-        lua_setfield(L, -2, osf[i]);
-    }
-    lua_setglobal(L, "os");
-    lua_pop(L, 1);
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-    lua_pushnil(L);
-    lua_setfield(L, -2, LUA_OSLIBNAME);
-    lua_pop(L, 1);
-
-    /* string: no dump (bytecode); rep that cannot spin; the metatable is shared by every
-     * plugin in this state, so hide it */
+    /* string: rep that cannot spin; the metatable is shared by every plugin in this state,
+     * so hide it */
     lua_getglobal(L, LUA_STRLIBNAME);
-    lua_pushnil(L);
-    lua_setfield(L, -2, "dump");
     lua_getfield(L, -1, "rep");
     lua_pushcclosure(L, l_rep, 1);
     lua_setfield(L, -2, "rep");
@@ -855,11 +774,9 @@ static void push_env(lua_State *L, tstate_t *ts, const char *plugin)
         lua_setfield(L, -4, libs[i]);
         lua_pop(L, 1);
     }
-    lua_getfield(L, -1, "setmetatable");
-    lua_pushcclosure(L, l_setmetatable, 1);
-    lua_setfield(L, -3, "setmetatable");
     lua_pop(L, 1); /* globals */
-    set_closure(L, "print", l_print, plugin);
+    luabox_push_print(L, "plugin", plugin, "");
+    lua_setfield(L, -2, "print");
     set_closure(L, "warn", l_warn, plugin);
     lua_pushcfunction(L, l_collectgarbage);
     lua_setfield(L, -2, "collectgarbage");
@@ -1021,7 +938,7 @@ static void ts_close(tstate_t *ts)
         lua_close(ts->L);
     }
     ts->L = NULL;
-    ts->used = 0;
+    ts->box.used = 0;
     ts->broken = false;
     gen_unref(ts->gen);
     ts->gen = NULL;
@@ -1034,11 +951,12 @@ static int ts_build(tstate_t *ts, bool validate, char *err, size_t errlen)
 {
     gen_t *g = ts->gen;
     char msg[1024];
-    ts->limit = (size_t)g->memory_limit;
+    ts->box.cap = (size_t)g->memory_limit;
+    ts->box.raise = l_over_budget;
     ts->budget_ms = g->budget_ms;
-    ts->used = 0;
+    ts->box.used = 0;
     ts->broken = false;
-    ts->L = lua_newstate(l_alloc, ts);
+    ts->L = lua_newstate(luabox_alloc, &ts->box);
     if (!ts->L) {
         snprintf(err, errlen, "cannot create a lua state (memory_limit too small?)");
         return -1;
