@@ -83,6 +83,8 @@ typedef struct field {
     const char *chars; /* K_STR: allowed bytes besides letters and digits */
 } field_t;
 
+/* one initializer per line (Linux braces would spread each over three) */
+/* clang-format off */
 #define OFF(m) offsetof(config_t, m)
 #define STR(n, m, fl)                                                                              \
     { n, K_STR, OFF(m), sizeof(((config_t *)0)->m), 0, 0, NULL, NULL, fl, NULL }
@@ -98,6 +100,7 @@ typedef struct field {
     { n, K_SECTION, 0, 0, 0, 0, NULL, s, 0, NULL }
 #define END                                                                                        \
     { NULL, 0, 0, 0, 0, 0, NULL, NULL, 0, NULL }
+/* clang-format on */
 
 static const char *const drivers[] = {"sqlite", "mongodb", NULL};
 static const char *const pull_policies[] = {"never", "if-missing", "always", NULL};
@@ -228,7 +231,8 @@ static const field_t top_fields[] = {
 
 /* The host name: a worker restarted on the same host keeps its id, so its reaper removes the
  * containers its previous run left behind. Several workers on one host need distinct ids. */
-static void default_worker_id(char *out, size_t cap) {
+static void default_worker_id(char *out, size_t cap)
+{
     char host[256] = "";
     if (gethostname(host, sizeof host - 1) != 0 || !host[0])
         str_copy(host, sizeof host, "worker");
@@ -239,7 +243,8 @@ static void default_worker_id(char *out, size_t cap) {
     str_copy(out, cap, host);
 }
 
-void config_defaults(config_t *cfg) {
+void config_defaults(config_t *cfg)
+{
     memset(cfg, 0, sizeof *cfg);
     config_server_t *s = &cfg->server;
     str_copy(s->listen, sizeof s->listen, "127.0.0.1");
@@ -314,7 +319,8 @@ void config_defaults(config_t *cfg) {
     str_copy(cfg->log_level, sizeof cfg->log_level, "info");
 }
 
-void config_free(config_t *cfg) {
+void config_free(config_t *cfg)
+{
     if (!cfg)
         return;
     for (int i = 0; i < cfg->plugins.count && i < CONFIG_MAX_PLUGINS; i++) {
@@ -348,7 +354,8 @@ typedef struct {
     size_t nlocs, loccap;
 } srcmap_t;
 
-static void tok_push(srcmap_t *m, int type, const char *s, size_t n, int line) {
+static void tok_push(srcmap_t *m, int type, const char *s, size_t n, int line)
+{
     if (m->ntoks == m->tokcap) {
         m->tokcap = m->tokcap ? m->tokcap * 2 : 256;
         m->toks = xrealloc(m->toks, m->tokcap * sizeof *m->toks);
@@ -357,7 +364,8 @@ static void tok_push(srcmap_t *m, int type, const char *s, size_t n, int line) {
 }
 
 /* `[==[` at p: returns the level (number of '='), or -1 when not a long bracket. */
-static int long_bracket_level(const char *p, const char *end) {
+static int long_bracket_level(const char *p, const char *end)
+{
     if (p >= end || *p != '[')
         return -1;
     int level = 0;
@@ -372,7 +380,8 @@ static int long_bracket_level(const char *p, const char *end) {
 /* Skips a long bracket body starting at the opening '['; counts newlines. Returns the
  * position after the closing bracket (or `end`), and the body through `body`/`blen`. */
 static const char *skip_long(const char *p, const char *end, int level, int *line,
-                             const char **body, size_t *blen) {
+                             const char **body, size_t *blen)
+{
     p += level + 2;
     *body = p;
     for (; p < end; p++) {
@@ -395,7 +404,8 @@ static const char *skip_long(const char *p, const char *end, int level, int *lin
     return end;
 }
 
-static void lex(srcmap_t *m, const char *src, size_t len) {
+static void lex(srcmap_t *m, const char *src, size_t len)
+{
     const char *p = src, *end = src + len;
     int line = 1;
     if (p < end && *p == '#') /* shebang line, as lua.c skips it */
@@ -476,15 +486,18 @@ static void lex(srcmap_t *m, const char *src, size_t len) {
         tok_push(m, T_EOF, end, 0, line);
 }
 
-static bool tok_is(const tok_t *t, int type, const char *s) {
+static bool tok_is(const tok_t *t, int type, const char *s)
+{
     return t->type == type && t->n == strlen(s) && memcmp(t->s, s, t->n) == 0;
 }
 
-static bool sym(const tok_t *t, const char *s) {
+static bool sym(const tok_t *t, const char *s)
+{
     return tok_is(t, T_SYM, s);
 }
 
-static void loc_add(srcmap_t *m, const char *path, int line) {
+static void loc_add(srcmap_t *m, const char *path, int line)
+{
     if (!path)
         return;
     if (m->nlocs == m->loccap) {
@@ -494,7 +507,8 @@ static void loc_add(srcmap_t *m, const char *path, int line) {
     m->locs[m->nlocs++] = (loc_t){xstrdup(path), line};
 }
 
-static char *path_key(const char *parent, const char *key, size_t n) {
+static char *path_key(const char *parent, const char *key, size_t n)
+{
     if (!parent)
         return NULL;
     if (!*parent)
@@ -512,14 +526,16 @@ typedef struct {
     bool field_start;
 } frame_t;
 
-static void frame_clear(frame_t *f) {
+static void frame_clear(frame_t *f)
+{
     free(f->path);
     free(f->value_path);
     f->path = f->value_path = NULL;
 }
 
 /* Walks the tokens recording constructor fields and dotted assignments. */
-static void scan(srcmap_t *m) {
+static void scan(srcmap_t *m)
+{
     size_t cap = 16, sp = 1;
     frame_t *st = xcalloc(cap, sizeof *st);
     st[0].kind = FR_STMT;
@@ -625,7 +641,8 @@ static void scan(srcmap_t *m) {
     free(assign_path);
 }
 
-static void srcmap_free(srcmap_t *m) {
+static void srcmap_free(srcmap_t *m)
+{
     for (size_t i = 0; i < m->nlocs; i++)
         free(m->locs[i].path);
     free(m->locs);
@@ -634,7 +651,8 @@ static void srcmap_free(srcmap_t *m) {
 }
 
 /* The line that defined `path`, or 0 when unknown. */
-static int locate(const srcmap_t *m, const char *path) {
+static int locate(const srcmap_t *m, const char *path)
+{
     for (size_t i = m->nlocs; i-- > 0;)
         if (strcmp(m->locs[i].path, path) == 0)
             return m->locs[i].line;
@@ -675,12 +693,14 @@ typedef struct {
     bool secret_set;
 } load_t;
 
-static load_t *load_of(lua_State *L) {
+static load_t *load_of(lua_State *L)
+{
     return (load_t *)luabox_of(L);
 }
 
 /* Called by the budget hook: the error names the line the chunk is at (level 0). */
-static int l_too_long(lua_State *L) {
+static int l_too_long(lua_State *L)
+{
     luaL_where(L, 0);
     lua_pushliteral(L, "config ran too long (instruction budget exhausted)");
     lua_concat(L, 2);
@@ -688,7 +708,8 @@ static int l_too_long(lua_State *L) {
 }
 
 /* env("NAME" [, default]): the environment variable, else `default` (nil when absent). */
-static int l_env(lua_State *L) {
+static int l_env(lua_State *L)
+{
     const char *name = luaL_checkstring(L, 1);
     const char *v = getenv(name);
     if (v)
@@ -698,7 +719,8 @@ static int l_env(lua_State *L) {
     return 1;
 }
 
-static void open_sandbox(lua_State *L) {
+static void open_sandbox(lua_State *L)
+{
     luabox_open_libs(L, "__gc metamethods are not allowed in the config", false);
     luabox_push_print(L, NULL, NULL, "config: ");
     lua_setglobal(L, "print");
@@ -713,7 +735,8 @@ static void fail(load_t *c, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Records the first error as "file:line: message" (line from `path` when known). */
-static void fail(load_t *c, const char *path, const char *fmt, ...) {
+static void fail(load_t *c, const char *path, const char *fmt, ...)
+{
     if (c->failed)
         return;
     c->failed = true;
@@ -729,7 +752,8 @@ static void fail(load_t *c, const char *path, const char *fmt, ...) {
         snprintf(c->err, c->errlen, "%s: %s", c->file, msg);
 }
 
-static void fmt_size(int64_t v, char *out, size_t cap) {
+static void fmt_size(int64_t v, char *out, size_t cap)
+{
     if (v > 0 && v % GIB == 0)
         snprintf(out, cap, "%lldg", (long long)(v / GIB));
     else if (v > 0 && v % MIB == 0)
@@ -741,7 +765,8 @@ static void fmt_size(int64_t v, char *out, size_t cap) {
 }
 
 /* An exact decimal of v / scale ("1.5", "30", "0.001"). */
-static void fmt_fixed(int64_t v, int64_t scale, int digits, char *out, size_t cap) {
+static void fmt_fixed(int64_t v, int64_t scale, int digits, char *out, size_t cap)
+{
     int64_t whole = v / scale, frac = v % scale;
     if (frac == 0) {
         snprintf(out, cap, "%lld", (long long)whole);
@@ -757,7 +782,8 @@ static void fmt_fixed(int64_t v, int64_t scale, int digits, char *out, size_t ca
     snprintf(out, cap, "%s%lld.%s", v < 0 && whole == 0 ? "-" : "", (long long)whole, f);
 }
 
-static void fmt_value(int kind, int64_t v, char *out, size_t cap) {
+static void fmt_value(int kind, int64_t v, char *out, size_t cap)
+{
     switch (kind) {
     case K_SIZE:
         fmt_size(v, out, cap);
@@ -774,7 +800,8 @@ static void fmt_value(int kind, int64_t v, char *out, size_t cap) {
     }
 }
 
-static const char *unit_of(int kind) {
+static const char *unit_of(int kind)
+{
     switch (kind) {
     case K_SEC:
         return " seconds";
@@ -788,7 +815,8 @@ static const char *unit_of(int kind) {
 }
 
 /* A number with an integral value, as int64. */
-static bool integral(lua_State *L, int idx, int64_t *out) {
+static bool integral(lua_State *L, int idx, int64_t *out)
+{
     if (lua_type(L, idx) != LUA_TNUMBER)
         return false;
     if (lua_isinteger(L, idx)) {
@@ -804,7 +832,8 @@ static bool integral(lua_State *L, int idx, int64_t *out) {
 
 /* A finite number times `scale`, rounded, as int64; false when it is not a number.
  * `*range` is set when it is a number too large to represent. */
-static bool scaled(lua_State *L, int idx, double scale, int64_t *out, bool *range) {
+static bool scaled(lua_State *L, int idx, double scale, int64_t *out, bool *range)
+{
     *range = false;
     if (lua_type(L, idx) != LUA_TNUMBER)
         return false;
@@ -820,7 +849,8 @@ static bool scaled(lua_State *L, int idx, double scale, int64_t *out, bool *rang
 }
 
 static int check_string(load_t *c, lua_State *L, int idx, const field_t *f, const char *path,
-                        char *dst) {
+                        char *dst)
+{
     if (lua_type(L, idx) != LUA_TSTRING) {
         fail(c, path, "'%s' must be a string", path);
         return -1;
@@ -870,7 +900,8 @@ static int check_string(load_t *c, lua_State *L, int idx, const field_t *f, cons
 }
 
 static int check_number(load_t *c, lua_State *L, int idx, const field_t *f, const char *path,
-                        int64_t *out) {
+                        int64_t *out)
+{
     int64_t v = 0;
     bool range = false;
     switch (f->kind) {
@@ -922,7 +953,8 @@ static int check_number(load_t *c, lua_State *L, int idx, const field_t *f, cons
     return 0;
 }
 
-static void store_number(config_t *cfg, const field_t *f, int64_t v) {
+static void store_number(config_t *cfg, const field_t *f, int64_t v)
+{
     char *p = (char *)cfg + f->off;
     if (f->kind == K_INT && !(f->flags & F_INT64))
         *(int *)p = (int)v;
@@ -933,7 +965,8 @@ static void store_number(config_t *cfg, const field_t *f, int64_t v) {
 /* Reports the unknown key of table `idx` that comes first in the file. `known` says
  * whether a string key belongs to the schema. Returns -1 when one was found. */
 static int check_unknown(load_t *c, lua_State *L, int idx, const char *prefix,
-                         bool (*known)(const void *, const char *), const void *arg) {
+                         bool (*known)(const void *, const char *), const void *arg)
+{
     char *worst = NULL;
     int worst_line = INT_MAX;
     idx = lua_absindex(L, idx);
@@ -970,7 +1003,8 @@ static int check_unknown(load_t *c, lua_State *L, int idx, const char *prefix,
     return -1;
 }
 
-static bool known_field(const void *arg, const char *k) {
+static bool known_field(const void *arg, const char *k)
+{
     for (const field_t *f = arg; f->name; f++)
         if (strcmp(f->name, k) == 0)
             return true;
@@ -981,7 +1015,8 @@ static int apply_fields(load_t *c, lua_State *L, int idx, const field_t *fields,
                         const char *prefix);
 
 /* A list of strings: server.cors.origins. */
-static int apply_origins(load_t *c, lua_State *L, int idx, const char *path) {
+static int apply_origins(load_t *c, lua_State *L, int idx, const char *path)
+{
     config_server_t *s = &c->cfg->server;
     if (lua_type(L, idx) != LUA_TTABLE) {
         fail(c, path, "'%s' must be a list of strings", path);
@@ -1022,7 +1057,8 @@ static int apply_origins(load_t *c, lua_State *L, int idx, const char *path) {
 
 /* ---- plugin conf: Lua value -> cJSON */
 
-static void *jcheck(void *p) {
+static void *jcheck(void *p)
+{
     if (!p) {
         fprintf(stderr, "out of memory\n");
         abort();
@@ -1030,7 +1066,8 @@ static void *jcheck(void *p) {
     return p;
 }
 
-static bool utf8_valid(const unsigned char *s, size_t n) {
+static bool utf8_valid(const unsigned char *s, size_t n)
+{
     size_t i = 0;
     while (i < n) {
         unsigned char b = s[i];
@@ -1072,13 +1109,15 @@ typedef struct {
     lua_Integer i;
 } jkey_t;
 
-static int jkey_cmp(const void *a, const void *b) {
+static int jkey_cmp(const void *a, const void *b)
+{
     return strcmp(((const jkey_t *)a)->name, ((const jkey_t *)b)->name);
 }
 
 static cJSON *to_json(load_t *c, lua_State *L, int idx, const char *path, int depth);
 
-static cJSON *table_to_json(load_t *c, lua_State *L, int idx, const char *path, int depth) {
+static cJSON *table_to_json(load_t *c, lua_State *L, int idx, const char *path, int depth)
+{
     if (depth > CONFIG_MAX_DEPTH) {
         fail(c, path, "'%s' is nested too deeply (or refers to itself)", path);
         return NULL;
@@ -1181,7 +1220,8 @@ done:
     return out;
 }
 
-static cJSON *to_json(load_t *c, lua_State *L, int idx, const char *path, int depth) {
+static cJSON *to_json(load_t *c, lua_State *L, int idx, const char *path, int depth)
+{
     switch (lua_type(L, idx)) {
     case LUA_TBOOLEAN:
         return jcheck(cJSON_CreateBool(lua_toboolean(L, idx)));
@@ -1220,18 +1260,21 @@ static cJSON *to_json(load_t *c, lua_State *L, int idx, const char *path, int de
 }
 
 /* t[k] without metamethods. */
-static void rawget_field(lua_State *L, int idx, const char *k) {
+static void rawget_field(lua_State *L, int idx, const char *k)
+{
     idx = lua_absindex(L, idx);
     lua_pushstring(L, k);
     lua_rawget(L, idx);
 }
 
-static bool known_plugin_key(const void *arg, const char *k) {
+static bool known_plugin_key(const void *arg, const char *k)
+{
     (void)arg;
     return !strcmp(k, "name") || !strcmp(k, "conf") || !strcmp(k, "fail_open");
 }
 
-static bool plugin_name_ok(const char *s, size_t n) {
+static bool plugin_name_ok(const char *s, size_t n)
+{
     if (n == 0 || n >= sizeof(((config_plugin_t *)0)->name))
         return false;
     for (size_t i = 0; i < n; i++)
@@ -1240,7 +1283,8 @@ static bool plugin_name_ok(const char *s, size_t n) {
     return true;
 }
 
-static int apply_plugin(load_t *c, lua_State *L, int idx, const char *path, config_plugin_t *p) {
+static int apply_plugin(load_t *c, lua_State *L, int idx, const char *path, config_plugin_t *p)
+{
     char *namepath = NULL;
     int rc = -1;
     idx = lua_absindex(L, idx);
@@ -1309,7 +1353,8 @@ done:
     return rc;
 }
 
-static int apply_plugins(load_t *c, lua_State *L, int idx, const char *path) {
+static int apply_plugins(load_t *c, lua_State *L, int idx, const char *path)
+{
     config_plugins_t *ps = &c->cfg->plugins;
     if (lua_type(L, idx) != LUA_TTABLE) {
         fail(c, path, "'%s' must be a list of plugins", path);
@@ -1369,7 +1414,8 @@ static int apply_plugins(load_t *c, lua_State *L, int idx, const char *path) {
     return 0;
 }
 
-static int apply_field(load_t *c, lua_State *L, int idx, const field_t *f, const char *path) {
+static int apply_field(load_t *c, lua_State *L, int idx, const field_t *f, const char *path)
+{
     char *dst = (char *)c->cfg + f->off;
     switch (f->kind) {
     case K_SECTION:
@@ -1440,8 +1486,8 @@ static int apply_field(load_t *c, lua_State *L, int idx, const field_t *f, const
 }
 
 /* Checks table `idx` against `fields`: unknown keys first, then each field in schema order. */
-static int apply_fields(load_t *c, lua_State *L, int idx, const field_t *fields,
-                        const char *prefix) {
+static int apply_fields(load_t *c, lua_State *L, int idx, const field_t *fields, const char *prefix)
+{
     idx = lua_absindex(L, idx);
     if (!lua_checkstack(L, 8)) {
         fail(c, prefix, "'%s' is nested too deeply", prefix);
@@ -1473,7 +1519,8 @@ static int apply_fields(load_t *c, lua_State *L, int idx, const field_t *fields,
 }
 
 /* Checks that the whole configuration holds together, after every key was read. */
-static int check_whole(load_t *c, bool require_secret) {
+static int check_whole(load_t *c, bool require_secret)
+{
     config_t *cfg = c->cfg;
     if (!c->secret_set) {
         const char *env = getenv("FAAS_JWT_SECRET");
@@ -1504,7 +1551,8 @@ static int check_whole(load_t *c, bool require_secret) {
 /* Pushes the current values of `fields` as a table, so that a config can patch a default
  * (`server.port = 9000`) instead of restating a whole section. The secret is left out: its
  * absence is what sends the loader to FAAS_JWT_SECRET. */
-static void push_fields(lua_State *L, const config_t *cfg, const field_t *fields) {
+static void push_fields(lua_State *L, const config_t *cfg, const field_t *fields)
+{
     luaL_checkstack(L, 6, "config defaults");
     lua_newtable(L);
     for (const field_t *f = fields; f->name; f++) {
@@ -1558,7 +1606,8 @@ static void push_fields(lua_State *L, const config_t *cfg, const field_t *fields
 
 /* Runs in protected mode: [1] = the loaded chunk. Returns true when the config was
  * checked (ok or not: see c->failed); Lua errors propagate to the caller's pcall. */
-static int l_run(lua_State *L) {
+static int l_run(lua_State *L)
+{
     load_t *c = load_of(L);
     /* the chunk's own _ENV, holding the defaults; other reads fall through to the
      * sandbox globals */
@@ -1586,7 +1635,8 @@ static int l_run(lua_State *L) {
     return 0;
 }
 
-static int read_file(const char *path, char **out, size_t *len, char *err, size_t errlen) {
+static int read_file(const char *path, char **out, size_t *len, char *err, size_t errlen)
+{
     FILE *f = fopen(path, "rb");
     if (!f) {
         snprintf(err, errlen, "cannot open '%s': %s", path, strerror(errno));
@@ -1619,7 +1669,8 @@ static int read_file(const char *path, char **out, size_t *len, char *err, size_
     return 0;
 }
 
-int config_load(config_t *cfg, const char *path, bool require_secret, char *err, size_t errlen) {
+int config_load(config_t *cfg, const char *path, bool require_secret, char *err, size_t errlen)
+{
     config_t *tmp = xmalloc(sizeof *tmp);
     config_defaults(tmp);
     load_t c = {0};
@@ -1700,7 +1751,8 @@ static const char *const lua_keywords[] = {
     "function", "goto",   "if",   "in",   "local",  "nil",   "not",   "or",
     "repeat",   "return", "then", "true", "until",  "while", NULL};
 
-static bool is_identifier(const char *s) {
+static bool is_identifier(const char *s)
+{
     if (!*s || isdigit((unsigned char)*s))
         return false;
     for (const char *p = s; *p; p++)
@@ -1712,7 +1764,8 @@ static bool is_identifier(const char *s) {
     return true;
 }
 
-static void print_string(FILE *out, const char *s) {
+static void print_string(FILE *out, const char *s)
+{
     fputc('"', out);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         if (*p == '"' || *p == '\\')
@@ -1729,7 +1782,8 @@ static void print_string(FILE *out, const char *s) {
 
 /* Copies `uri` with the password of its user-info replaced by "***" (for NATS a bare
  * user-info is a token: masked whole). */
-static void mask_uri(const char *uri, bool bare_is_secret, char *out, size_t cap) {
+static void mask_uri(const char *uri, bool bare_is_secret, char *out, size_t cap)
+{
     str_copy(out, cap, uri);
     const char *scheme = strstr(uri, "://");
     const char *auth = scheme ? scheme + 3 : uri;
@@ -1747,12 +1801,14 @@ static void mask_uri(const char *uri, bool bare_is_secret, char *out, size_t cap
     snprintf(out, cap, "%.*s***%s", (int)(from - uri), uri, at);
 }
 
-static void indent(FILE *out, int depth) {
+static void indent(FILE *out, int depth)
+{
     for (int i = 0; i < depth; i++)
         fputs("    ", out);
 }
 
-static void print_json_lua(FILE *out, const cJSON *j, int depth) {
+static void print_json_lua(FILE *out, const cJSON *j, int depth)
+{
     if (cJSON_IsObject(j) || cJSON_IsArray(j)) {
         bool arr = cJSON_IsArray(j);
         if (!j->child) {
@@ -1796,7 +1852,8 @@ static void print_json_lua(FILE *out, const cJSON *j, int depth) {
     }
 }
 
-static void print_fields(FILE *out, const config_t *cfg, const field_t *fields, int depth) {
+static void print_fields(FILE *out, const config_t *cfg, const field_t *fields, int depth)
+{
     for (const field_t *f = fields; f->name; f++) {
         const char *p = (const char *)cfg + f->off;
         char v[64];
@@ -1878,7 +1935,8 @@ static void print_fields(FILE *out, const config_t *cfg, const field_t *fields, 
     }
 }
 
-void config_print(const config_t *cfg, FILE *out) {
+void config_print(const config_t *cfg, FILE *out)
+{
     fprintf(out, "-- effective configuration");
     if (cfg->path[0]) {
         fputs(" from ", out);
