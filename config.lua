@@ -89,9 +89,10 @@ nats = {
 }
 
 worker = {
-    -- Name of this worker in results, logs and container labels. Default: the host name, so a
-    -- restarted worker reaps what its previous run left; several workers on one host need
-    -- distinct ids.
+    -- Name of this worker in results, logs and container labels. Default: "<host>-<pid>", so
+    -- workers started on one host never share one, and a worker on it also reaps what dead
+    -- "<host>-<pid>" workers of its host left (its own run before a crash). A fixed id must
+    -- be unique per worker (compose uses the container's host name).
     id = env("FAAS_WORKER_ID"),
     -- Executions run at the same time by one worker (1..256).
     concurrency = 4,

@@ -240,7 +240,9 @@ static void default_worker_id(char *out, size_t cap)
     for (char *p = host; *p; p++)
         if (!isalnum((unsigned char)*p) && *p != '_' && *p != '.' && *p != '-')
             *p = '-';
-    str_copy(out, cap, host);
+    /* with the pid: two workers started on one host without ids never share one (each reaps
+     * the containers of its id); the reaper recognises ids of dead pids (runner_reap) */
+    snprintf(out, cap, "%.40s-%ld", host, (long)getpid());
 }
 
 void config_defaults(config_t *cfg)

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -556,23 +557,40 @@ done:
     }
 }
 
-int runner_reap(docker_t *d, const char *worker_id, const char *const *keep, size_t nkeep)
+/* Whether `other` is an automatic worker id of this host ("<host>-<pid>", like `mine`, which
+ * must be automatic itself) whose process no longer exists. */
+static bool dead_sibling(const char *mine, const char *other)
 {
-    char *filter = worker_id && *worker_id
-                       ? xasprintf("faas.managed=true,faas.worker=%s", worker_id)
-                       : xstrdup("faas.managed=true");
-    char **ids = NULL, **execs = NULL;
+    char suffix[32];
+    snprintf(suffix, sizeof suffix, "-%ld", (long)getpid());
+    size_t n = strlen(mine), s = strlen(suffix);
+    if (n <= s || strcmp(mine + n - s, suffix) != 0)
+        return false; /* an operator-chosen id: the operator keeps them apart */
+    size_t host = n - s + 1; /* "<host>-" */
+    const char *digits = other + host;
+    if (strncmp(other, mine, host) != 0 || !*digits || strspn(digits, "0123456789") != strlen(digits))
+        return false;
+    long pid = strtol(digits, NULL, 10);
+    return pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+static int reap_matching(docker_t *d, const char *filter, const char *key, const char *mine,
+                         const char *const *keep, size_t nkeep)
+{
+    char **ids = NULL, **vals = NULL;
     size_t n = 0;
     int removed = 0;
-    int rc = docker_container_list_labels(d, filter, "faas.execution", &ids, &execs, &n);
-    free(filter);
+    int rc = docker_container_list_labels(d, filter, key, &ids, &vals, &n);
     if (rc != DOCKER_OK)
         return rc;
     for (size_t i = 0; i < n; i++) {
-        bool kept = false;
-        for (size_t k = 0; k < nkeep && !kept; k++)
-            kept = keep[k] && (strcmp(keep[k], execs[i]) == 0 || strcmp(keep[k], ids[i]) == 0);
-        if (!kept) {
+        bool orphan = true;
+        if (mine) /* vals are workers: only dead siblings' */
+            orphan = dead_sibling(mine, vals[i]);
+        else /* vals are executions: all but ours in flight */
+            for (size_t k = 0; k < nkeep && orphan; k++)
+                orphan = !keep[k] || (strcmp(keep[k], vals[i]) != 0 && strcmp(keep[k], ids[i]) != 0);
+        if (orphan) {
             rc = docker_container_remove(d, ids[i], true);
             if (rc == DOCKER_OK || rc == DOCKER_ENOTFOUND)
                 removed++;
@@ -581,9 +599,23 @@ int runner_reap(docker_t *d, const char *worker_id, const char *const *keep, siz
                        docker_last_error(d));
         }
         free(ids[i]);
-        free(execs[i]);
+        free(vals[i]);
     }
     free(ids);
-    free(execs);
+    free(vals);
+    return removed;
+}
+
+int runner_reap(docker_t *d, const char *worker_id, const char *const *keep, size_t nkeep)
+{
+    bool mine_only = worker_id && *worker_id;
+    char *filter = mine_only ? xasprintf("faas.managed=true,faas.worker=%s", worker_id)
+                             : xstrdup("faas.managed=true");
+    int removed = reap_matching(d, filter, "faas.execution", NULL, keep, nkeep);
+    free(filter);
+    if (removed >= 0 && mine_only) {
+        int more = reap_matching(d, "faas.managed=true", "faas.worker", worker_id, NULL, 0);
+        removed += more > 0 ? more : 0;
+    }
     return removed;
 }

@@ -83,7 +83,9 @@ char *runner_create_body(const runner_spec_t *spec);
 
 /* Removes containers labelled faas.managed=true (and, if worker_id, faas.worker=worker_id
  * only) that are not in `keep` (ids of running executions: an entry matches a container's
- * faas.execution label or its container id). Running ones are killed. Returns how many were
+ * faas.execution label or its container id). Running ones are killed. A worker on an
+ * automatic id ("<host>-<pid>", see config.c) also removes those of automatic ids of its host
+ * whose process is gone (its own earlier life, or a crashed sibling). Returns how many were
  * removed (already gone counts), or a negative DOCKER_* code when listing failed. Callers
  * running executions concurrently must put an execution in `keep` before runner_run
  * creates its container. */

@@ -1,6 +1,8 @@
 """Failures of the parts: a worker killed mid-run, NATS restarted with work queued, the API
 restarted while executions run. Nothing is lost, nothing is recorded twice."""
 import json
+import os
+import socket
 import subprocess
 
 from conftest import Client, wait_for
@@ -95,3 +97,46 @@ def test_worker_sigterm_exits_cleanly(fresh_stack):
     s = fresh_stack(workers=1)
     assert s.workers[0].stop() == 0
     assert json.loads(s.workers[0].log().strip().splitlines()[-1])["msg"] == "stopped"
+
+
+def auto_id_host():
+    """The host part of an automatic worker id, as config.c writes it."""
+    host = socket.gethostname()[:40] or "worker"
+    return "".join(ch if ch.isalnum() or ch in "_.-" else "-" for ch in host)
+
+
+def test_workers_on_automatic_ids_keep_apart_and_reap_a_dead_ones_containers(fresh_stack):
+    # a container left by a crashed automatic-id worker of this host (its pid is gone)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    orphan = subprocess.run(
+        ["docker", "create", "--label", "faas.managed=true",
+         "--label", f"faas.worker={auto_id_host()}-{gone.pid}",
+         "--label", "faas.execution=orphan-of-a-dead-worker", IMG.format("sleep")],
+        capture_output=True, text=True, check=True).stdout.strip()
+    # and one of a worker that is alive (this test process stands in for it): never touched
+    alive = subprocess.run(
+        ["docker", "create", "--label", "faas.managed=true",
+         "--label", f"faas.worker={auto_id_host()}-{os.getpid()}",
+         "--label", "faas.execution=container-of-a-live-worker", IMG.format("sleep")],
+        capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        s = fresh_stack(workers=2, worker_conf={"id": "nil"})
+        c = Client(s.url).register()
+        fid = c.function(IMG.format("slow"), timeout=30)
+        # 6 executions of 3 s over two workers whose reapers run every 2 s: a reaper that took
+        # the other worker's containers for orphans would end some of them
+        ids = [c.execute(fid, f"job-{i}".encode(), params={"async": "true"}).json()["executionId"]
+               for i in range(6)]
+        recs = [c.wait_execution(e, timeout=90) for e in ids]
+        assert [r["status"] for r in recs] == ["succeeded"] * 6
+        assert sorted(r["stdout"] for r in recs) == sorted(f"job-{i}" for i in range(6))
+        workers = {r["worker"] for r in recs}
+        assert all(w.startswith(auto_id_host() + "-") for w in workers), workers
+        wait_for(lambda: not subprocess.run(["docker", "ps", "-aq", "--filter", f"id={orphan}"],
+                                            capture_output=True, text=True).stdout.strip(),
+                 20, what="the dead worker's container reaped")
+        assert subprocess.run(["docker", "ps", "-aq", "--filter", f"id={alive}"],
+                              capture_output=True, text=True).stdout.strip()
+    finally:
+        subprocess.run(["docker", "rm", "-f", orphan, alive], capture_output=True)

@@ -169,9 +169,10 @@ TEST("an empty file gives exactly the defaults") {
     CHECK_INT(cfg.limits.nano_cpus.max, 2000000000LL);
     CHECK_INT(cfg.plugins.count, 0);
     CHECK_STR(cfg.auth.jwt_secret, "");
+    /* the worker id: "<host>-<pid>", so two workers on one host never share one */
     char id[128], host[64] = "";
     gethostname(host, sizeof host - 1);
-    snprintf(id, sizeof id, "%s", host);
+    snprintf(id, sizeof id, "%.40s-%ld", host, (long)getpid());
     CHECK_STR(cfg.worker.id, id);
     config_free(&cfg);
 }
