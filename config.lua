@@ -165,6 +165,7 @@ plugins = {
 }
 
 log = {
-    -- "debug", "info", "warn" or "error". Logs are JSON lines on stderr.
+    -- "debug", "info", "warn" or "error". Logs are JSON lines on stderr; every HTTP request
+    -- is one "request" line at info ("warn" turns that request log off).
     level = "info",
 }

@@ -93,6 +93,6 @@ printf 'execute (async) p50, no plugins:          %s us\n' "$EXEC0"
 printf 'execute (async) p50, five plugins:        %s us\n' "$EXEC5"
 printf 'execute p50, five plugins, no rate limit:  %s us\n' "$EXECN"
 awk -v a="$GET5" -v b="$GET0" -v c="$EXEC5" -v d="$EXEC0" -v n="$EXECN" 'BEGIN {
-    printf "added p50: GET %.0f us, execute %.0f us (%.0f us without the rate limiter'"'"'s store write) (target <= 50 us)\n", a - b, c - d, n - d }'
+    printf "added p50: GET %.0f us, execute %.0f us (%.0f us with quota'"'"'s rate limiter off) (target <= 50 us)\n", a - b, c - d, n - d }'
 printf 'Lua time of the API-side hooks per execute:   %s us\n' "$HOOK_US"
 printf 'worker postprocess (output + redact) per execution: %s us\n' "$POST_US"

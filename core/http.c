@@ -924,7 +924,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     double seconds = (double)(time_mono_ns() - c->start_ns) / 1e9;
     if (c->sent_status) /* 0: the client went away (or timed out) before a response */
         metrics_record(s, c, seconds);
-    log_request(c, seconds * 1000.0);
+    if (log_enabled(LOG_INFO)) /* the request log is info: log.level = "warn" turns it off */
+        log_request(c, seconds * 1000.0);
     pthread_mutex_lock(&s->core->lock);
     c->conn = NULL;
     c->s = NULL;

@@ -17,6 +17,11 @@ void log_set_level(int level)
     min_level = level;
 }
 
+bool log_enabled(int level)
+{
+    return level >= min_level;
+}
+
 int log_level_parse(const char *name)
 {
     for (int i = 0; i < 4; i++)

@@ -2,9 +2,12 @@
 #ifndef FAAS_LOG_H
 #define FAAS_LOG_H
 
+#include <stdbool.h>
+
 enum { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 void log_set_level(int level);
+bool log_enabled(int level); /* whether lines of this level are written */
 int log_level_parse(const char *name); /* -1 when unknown */
 void log_set_component(const char *name); /* "api", "worker": goes in every line */
 const char *log_component(void);

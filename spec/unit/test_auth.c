@@ -414,6 +414,14 @@ TEST("rejects a tampered signature")
     char *sig32 = b64url(mac, 32);
     char *t5 = xasprintf("%.*s.%s", (int)(d2 - tok), tok, sig32);
     CHECK_INT(verify_str(t5), AUTH_OK); /* control: the same MAC alone passes */
+    /* the right MAC spelled differently: 43 characters carry 32 bytes and 2 unused bits;
+     * setting one of those bits decodes to the same bytes and must still be refused */
+    char *t6 = xstrdup(t5);
+    char *last = t6 + strlen(t6) - 1;
+    const char *abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    *last = abc[(strchr(abc, *last) - abc) | 1];
+    CHECK_INT(verify_str(t6), AUTH_EINVAL);
+    free(t6);
     free(sig);
     free(sig32);
     free(t4);
