@@ -6,8 +6,9 @@ BUILD   ?= build
 CC      ?= cc
 PKGS    := lua5.4 libnats libmongoc-1.0 libbson-1.0 libcjson libjwt libsodium sqlite3
 DEPS_DEB := build-essential dpkg-dev pkg-config liblua5.4-dev lua5.4 libnats-dev \
-            libmongoc-dev libcjson-dev libjwt-dev libsodium-dev libsqlite3-dev nats-server busybox-static python3-pytest python3-requests \
-            curl wrk nginx-light cppcheck docker-compose debootstrap
+            libmongoc-dev libcjson-dev libjwt-dev libsodium-dev libsqlite3-dev nats-server \
+            busybox-static python3-pytest python3-requests curl wrk nginx-light cppcheck \
+            docker-compose debootstrap
 # libcurl and libmicrohttpd are built from Debian's sources without TLS and linked statically
 # (scripts/static-deps.sh says why): the worker idles in 8 MB instead of 12.
 STATIC      := .deps/static

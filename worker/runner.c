@@ -568,7 +568,8 @@ static bool dead_sibling(const char *mine, const char *other)
         return false; /* an operator-chosen id: the operator keeps them apart */
     size_t host = n - s + 1; /* "<host>-" */
     const char *digits = other + host;
-    if (strncmp(other, mine, host) != 0 || !*digits || strspn(digits, "0123456789") != strlen(digits))
+    if (strncmp(other, mine, host) != 0 || !*digits ||
+        strspn(digits, "0123456789") != strlen(digits))
         return false;
     long pid = strtol(digits, NULL, 10);
     return pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
@@ -589,7 +590,8 @@ static int reap_matching(docker_t *d, const char *filter, const char *key, const
             orphan = dead_sibling(mine, vals[i]);
         else /* vals are executions: all but ours in flight */
             for (size_t k = 0; k < nkeep && orphan; k++)
-                orphan = !keep[k] || (strcmp(keep[k], vals[i]) != 0 && strcmp(keep[k], ids[i]) != 0);
+                orphan = !keep[k] ||
+                         (strcmp(keep[k], vals[i]) != 0 && strcmp(keep[k], ids[i]) != 0);
         if (orphan) {
             rc = docker_container_remove(d, ids[i], true);
             if (rc == DOCKER_OK || rc == DOCKER_ENOTFOUND)
