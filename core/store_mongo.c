@@ -447,23 +447,30 @@ static int m_user_insert(store_t *self, store_user_t *u)
     return rc;
 }
 
-static int m_user_get_by_email(store_t *self, const char *email, store_user_t *out)
+/* One user by `filter` (consumed). */
+static int user_find(store_t *self, bson_t *filter, store_user_t *out, const char *what)
 {
-    char lower[sizeof out->email * 2];
-    if (store_email_fold(email, lower, sizeof lower) != 0 || !utf8_ok(lower))
-        return STORE_ENOTFOUND; /* could not have been registered */
-    bson_t filter = BSON_INITIALIZER, doc;
-    BSON_APPEND_UTF8(&filter, "emailLower", lower);
+    bson_t doc;
     op_t op;
     op_begin(&op, self, "users");
-    int rc = find_one(&op, &filter, NULL, &doc, "user lookup");
+    int rc = find_one(&op, filter, NULL, &doc, what);
     op_end(&op);
     if (rc == STORE_OK) {
         decode_user(&doc, out);
         bson_destroy(&doc);
     }
-    bson_destroy(&filter);
+    bson_destroy(filter);
     return rc;
+}
+
+static int m_user_get_by_email(store_t *self, const char *email, store_user_t *out)
+{
+    char lower[sizeof out->email * 2];
+    if (store_email_fold(email, lower, sizeof lower) != 0 || !utf8_ok(lower))
+        return STORE_ENOTFOUND; /* could not have been registered */
+    bson_t filter = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&filter, "emailLower", lower);
+    return user_find(self, &filter, out, "user lookup");
 }
 
 static int m_user_get(store_t *self, const char *id, store_user_t *out)
@@ -471,18 +478,9 @@ static int m_user_get(store_t *self, const char *id, store_user_t *out)
     bson_oid_t oid;
     if (!oid_parse(id, &oid))
         return STORE_ENOTFOUND;
-    bson_t filter = BSON_INITIALIZER, doc;
+    bson_t filter = BSON_INITIALIZER;
     BSON_APPEND_OID(&filter, "_id", &oid);
-    op_t op;
-    op_begin(&op, self, "users");
-    int rc = find_one(&op, &filter, NULL, &doc, "user get");
-    op_end(&op);
-    if (rc == STORE_OK) {
-        decode_user(&doc, out);
-        bson_destroy(&doc);
-    }
-    bson_destroy(&filter);
-    return rc;
+    return user_find(self, &filter, out, "user get");
 }
 
 static int m_user_delete(store_t *self, const char *id)
